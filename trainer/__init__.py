@@ -1,0 +1,39 @@
+"""A pure-PyTorch, functional, minimal QLoRA trainer for Qwen3.
+
+The public names follow the data flow: text -> render_chat -> tokenizer -> examples -> batch.
+"""
+
+from .chat import render_chat
+from .data import (
+    IGNORE_INDEX,
+    Batch,
+    Example,
+    collate,
+    example_from_messages,
+    example_from_prompt_target,
+    make_next_token_pairs,
+    slice_response_only,
+    window,
+)
+from .errors import TrainerError
+from .readers import read_jsonl, read_samples, read_tsv
+from .tokenizer import Tokenizer, load_tokenizer
+
+__all__ = [
+    "IGNORE_INDEX",
+    "Batch",
+    "Example",
+    "Tokenizer",
+    "TrainerError",
+    "collate",
+    "example_from_messages",
+    "example_from_prompt_target",
+    "load_tokenizer",
+    "make_next_token_pairs",
+    "read_jsonl",
+    "read_samples",
+    "read_tsv",
+    "render_chat",
+    "slice_response_only",
+    "window",
+]

@@ -1,0 +1,234 @@
+"""Text to training example: the F# trainer's pure functions, example building and batching.
+
+The data flow for one sample (a data engineer may read "shift by one" as lag/lead):
+
+    messages ──render_chat──> text ──encode──> full_ids, is_answer      (one flag per token)
+    full_ids ──window──> the last seq_len + 1 ids (the answer is at the end, so it survives)
+    window ──make_next_token_pairs──> input_ids = ids[:-1], target_ids = ids[1:]
+    target_ids where is_answer[1:] is False ──> IGNORE_INDEX (no loss on prompt or padding)
+
+Position t of the model reads input_ids[:t+1] and is graded on target_ids[t]. The last prompt
+token (the "\\n" after "<|im_start|>assistant") predicts the first answer token, and the
+answer's own last target is "<|im_end|>", so the model learns to stop.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+
+from .chat import render_chat
+from .errors import TrainerError
+
+IGNORE_INDEX = -100  # cross_entropy skips targets with this value
+
+
+class TextEncoder(Protocol):
+    """What example building needs from a tokenizer (trainer.tokenizer.Tokenizer has it)."""
+
+    im_end_id: int
+
+    def encode(self, text: str) -> list[int]: ...
+
+
+# ---------------------------------------------------------------------------
+# The F# trainer's core, with the same semantics
+# ---------------------------------------------------------------------------
+
+
+def make_next_token_pairs(full_ids: Sequence[int]) -> tuple[list[int], list[int]]:
+    """Shift by one: the model reads `input_ids` and must predict `target_ids` (a lead of 1)."""
+    if len(full_ids) < 2:
+        raise TrainerError(f"need at least 2 token ids to make next-token pairs, got {len(full_ids)}")
+    return list(full_ids[:-1]), list(full_ids[1:])
+
+
+def window(full_ids: Sequence[int], seq_len: int) -> tuple[int, list[int]]:
+    """Keep the last `seq_len + 1` ids (seq_len pairs after the shift); return (window_start, ids).
+
+    Cutting from the left keeps the answer, which always sits at the end of a sample.
+    """
+    if seq_len < 1:
+        raise TrainerError(f"seq_len must be at least 1, got {seq_len}")
+    window_start = max(0, len(full_ids) - (seq_len + 1))
+    return window_start, list(full_ids[window_start:])
+
+
+def slice_response_only(
+    prompt_ids: Sequence[int], window_start: int, input_ids: Sequence[int], target_ids: Sequence[int]
+) -> tuple[int, int, list[int]]:
+    """Find the answer inside the shifted window: (response_start, response_len, answer targets).
+
+    Full position p (0-based) is window position p - window_start. The last prompt token sits at
+    full position len(prompt_ids) - 1, and it is the first input whose target is answer text:
+
+        full ids   : P0 P1 P2 A0 A1 <|im_end|>          prompt_ids = P0 P1 P2
+        input_ids  : P0 P1 P2 A0 A1
+        target_ids : P1 P2 A0 A1 <|im_end|>
+        response_start = 3 - 1 - 0 = 2   ->  targets A0 A1 <|im_end|>
+    """
+    response_start = max(0, len(prompt_ids) - 1 - window_start)
+    response_len = len(input_ids) - response_start
+    if response_len <= 0:
+        raise TrainerError(
+            f"no answer tokens left in the window: response_start {response_start}, "
+            f"input length {len(input_ids)}"
+        )
+    return response_start, response_len, list(target_ids[response_start : response_start + response_len])
+
+
+# ---------------------------------------------------------------------------
+# Examples: rendered text -> (ids, is_answer) -> shifted, masked training rows
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Example:
+    """One training row after the shift; labels hold IGNORE_INDEX where there is no loss."""
+
+    input_ids: tuple[int, ...]  # [T]
+    labels: tuple[int, ...]  # [T]
+
+    @property
+    def answer_token_count(self) -> int:
+        return sum(label != IGNORE_INDEX for label in self.labels)
+
+
+class AnswerTooLong(TrainerError):
+    """The answer alone does not fit in seq_len: the sample is skipped and counted."""
+
+
+def example_from_prompt_target(
+    tokenizer: TextEncoder, prompt: str, target: str, seq_len: int, system: str | None = None
+) -> Example:
+    """The F# path: rendered prompt + target + <|im_end|>, window, shift, slice the response."""
+    if not target.strip():
+        raise TrainerError("the target (answer) is empty")
+    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
+    prompt_ids = tokenizer.encode(render_chat(messages, add_generation_prompt=True))
+    answer_ids = tokenizer.encode(target) + [tokenizer.im_end_id]
+    _check_answer_fits(len(answer_ids), seq_len)
+    window_start, kept = window(prompt_ids + answer_ids, seq_len)
+    input_ids, target_ids = make_next_token_pairs(kept)
+    response_start, _, answer_targets = slice_response_only(prompt_ids, window_start, input_ids, target_ids)
+    labels = [IGNORE_INDEX] * response_start + answer_targets
+    return Example(tuple(input_ids), tuple(labels))
+
+
+def _check_answer_fits(answer_len: int, seq_len: int) -> None:
+    """Every answer token needs the token before it as input: answer_len <= seq_len."""
+    if answer_len > seq_len:
+        raise AnswerTooLong(f"the answer has {answer_len} tokens (with <|im_end|>) but --seq-len is {seq_len}")
+
+
+def answer_spans(messages: Sequence[dict], tools: Sequence[dict] | None = None) -> list[tuple[int, int]]:
+    """Character spans [start, end) of each assistant turn's output in render_chat(messages).
+
+    A span starts after "<|im_start|>assistant\\n" and ends after that turn's "<|im_end|>"
+    (tool calls included: they are the assistant's output too). The template only appends,
+    so the text before turn i is the rendering of messages[:i] plus the generation prompt.
+    """
+    spans = []
+    for i, message in enumerate(messages):
+        if message.get("role") == "assistant":
+            start = len(render_chat(list(messages[:i]), add_generation_prompt=True, tools=tools))
+            end = len(render_chat(list(messages[: i + 1]), tools=tools)) - len("\n")
+            spans.append((start, end))
+    return spans
+
+
+def encode_segments(tokenizer: TextEncoder, text: str, spans: Sequence[tuple[int, int]]) -> tuple[list[int], list[bool]]:
+    """Tokenize text piece by piece at the span borders: (ids, is_answer per id).
+
+    Encoding each piece separately means no token straddles a prompt/answer border, and the
+    prompt ends on the same ids the model sees at generation time.
+    """
+    ids: list[int] = []
+    is_answer: list[bool] = []
+    cursor = 0
+    for start, end in spans:
+        for piece, flag in ((text[cursor:start], False), (text[start:end], True)):
+            piece_ids = tokenizer.encode(piece) if piece else []
+            ids += piece_ids
+            is_answer += [flag] * len(piece_ids)
+        cursor = end
+    tail = tokenizer.encode(text[cursor:]) if cursor < len(text) else []
+    return ids + tail, is_answer + [False] * len(tail)
+
+
+def example_from_messages(
+    tokenizer: TextEncoder,
+    messages: Sequence[dict],
+    seq_len: int,
+    tools: Sequence[dict] | None = None,
+    last_turn_only: bool = False,
+) -> Example:
+    """A multi-turn conversation: loss on every assistant turn (or only the last one)."""
+    spans = answer_spans(messages, tools)
+    if not spans:
+        raise TrainerError("the conversation has no assistant turn to learn from")
+    if last_turn_only:
+        spans = spans[-1:]
+    # Nothing after the last answer's <|im_end|> has a target worth learning: cut it off.
+    text = render_chat(list(messages), tools=tools)[: spans[-1][1]]
+    ids, is_answer = encode_segments(tokenizer, text, spans)
+    _check_answer_fits(last_answer_length(is_answer), seq_len)
+    return example_from_mask(ids, is_answer, seq_len)
+
+
+def last_answer_length(is_answer: Sequence[bool]) -> int:
+    """Length of the final run of answer tokens (the turn that must survive the window)."""
+    length = 0
+    for flag in reversed(is_answer):
+        if flag:
+            length += 1
+        elif length:
+            break
+    return length
+
+
+def example_from_mask(full_ids: Sequence[int], is_answer: Sequence[bool], seq_len: int) -> Example:
+    """Window, shift, and keep a target only where the token it predicts is answer text."""
+    window_start, kept = window(full_ids, seq_len)
+    input_ids, target_ids = make_next_token_pairs(kept)
+    target_is_answer = is_answer[window_start + 1 :]
+    labels = [t if flag else IGNORE_INDEX for t, flag in zip(target_ids, target_is_answer)]
+    if all(label == IGNORE_INDEX for label in labels):
+        raise AnswerTooLong(f"no answer token is left after keeping the last {seq_len + 1} tokens")
+    return Example(tuple(input_ids), tuple(labels))
+
+
+# ---------------------------------------------------------------------------
+# Batching
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Batch:
+    """A right-padded micro-batch, ready for the model."""
+
+    input_ids: torch.Tensor  # [B, T] int64, pad_id after each row
+    labels: torch.Tensor  # [B, T] int64, IGNORE_INDEX on prompt and padding
+    attention_mask: torch.Tensor  # [B, T] int64, 1 = real token, 0 = padding
+    position_ids: torch.Tensor  # [B, T] int64, 0.. per row, padding clipped
+
+    @property
+    def answer_token_count(self) -> int:
+        return int((self.labels != IGNORE_INDEX).sum())
+
+
+def collate(examples: Sequence[Example], pad_id: int) -> Batch:
+    """Right-pad rows to the longest one; position ids = clip(cumsum(mask) - 1, min=0)."""
+    if not examples:
+        raise TrainerError("cannot collate an empty batch")
+    length = max(len(e.input_ids) for e in examples)
+
+    def pad(values: tuple[int, ...], fill: int) -> list[int]:
+        return list(values) + [fill] * (length - len(values))
+
+    input_ids = torch.tensor([pad(e.input_ids, pad_id) for e in examples], dtype=torch.long)
+    labels = torch.tensor([pad(e.labels, IGNORE_INDEX) for e in examples], dtype=torch.long)
+    attention_mask = torch.tensor([pad((1,) * len(e.input_ids), 0) for e in examples], dtype=torch.long)
+    position_ids = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
+    return Batch(input_ids, labels, attention_mask, position_ids)

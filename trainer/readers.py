@@ -1,0 +1,154 @@
+"""Training data files: TSV `prompt<TAB>target` rows and JSONL `{"messages": [...]}` conversations.
+
+Every bad row raises one TrainerError that starts with `FILE:LINE:` and says what was expected,
+so a user can open the file at the right place instead of reading a traceback.
+"""
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import TrainerError
+
+ROLES = ("system", "user", "assistant", "tool")
+
+
+@dataclass(frozen=True)
+class PromptTarget:
+    """One question and its answer, as in the F# trainer's TSV."""
+
+    prompt: str
+    target: str
+    source: str = ""  # "FILE:LINE", for error messages
+
+
+@dataclass(frozen=True)
+class Conversation:
+    """One JSONL row of the SFT guide: messages, optional tools, id and tags."""
+
+    messages: tuple[dict, ...]
+    tools: tuple[dict, ...] | None = None
+    id: str | None = None
+    tags: tuple[str, ...] = field(default_factory=tuple)
+    source: str = ""
+
+
+Sample = PromptTarget | Conversation
+
+
+def read_tsv(path: str | Path) -> list[PromptTarget]:
+    """`prompt<TAB>target` per line; blank lines and lines starting with `#` are skipped."""
+    rows = []
+    for number, line in _numbered_lines(path):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        source = f"{path}:{number}"
+        if "\t" not in line:
+            raise TrainerError(f"{source}: expected `prompt<TAB>target`, found no tab")
+        prompt, target = line.split("\t", 1)
+        if not prompt.strip():
+            raise TrainerError(f"{source}: the prompt is empty")
+        if not target.strip():
+            raise TrainerError(f"{source}: the target (answer) is empty")
+        rows.append(PromptTarget(prompt, target, source))
+    return rows
+
+
+def read_jsonl(path: str | Path) -> list[Conversation]:
+    """One JSON object per line with a `messages` list; blank lines are skipped."""
+    rows = []
+    for number, line in _numbered_lines(path):
+        if line.strip():
+            rows.append(parse_conversation(line, f"{path}:{number}"))
+    return rows
+
+
+def read_samples(path: str | Path) -> list[Sample]:
+    """Pick the reader by extension: .tsv/.txt -> TSV, .jsonl/.json -> JSONL."""
+    suffix = Path(path).suffix.lower()
+    if suffix in (".tsv", ".txt"):
+        return list(read_tsv(path))
+    if suffix in (".jsonl", ".json"):
+        return list(read_jsonl(path))
+    raise TrainerError(f"{path}: unknown data format {suffix!r}; expected .tsv (prompt<TAB>target) or .jsonl")
+
+
+def _numbered_lines(path: str | Path) -> list[tuple[int, str]]:
+    """(line number, text without the newline); a missing or non-UTF-8 file is a clear error."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise TrainerError(f"{path}: data file not found") from None
+    except UnicodeDecodeError as error:
+        raise TrainerError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
+    return [(number, line.rstrip("\r")) for number, line in enumerate(text.split("\n"), start=1)]
+
+
+def parse_conversation(line: str, source: str) -> Conversation:
+    """Validate one JSONL row; every problem names the row and, where it applies, the message."""
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as error:
+        raise TrainerError(f"{source}: invalid JSON ({error.msg} at column {error.colno})") from None
+    if not isinstance(row, dict) or not isinstance(row.get("messages"), list) or not row["messages"]:
+        raise TrainerError(f'{source}: expected an object with a non-empty "messages" list')
+    for index, message in enumerate(row["messages"]):
+        _check_message(message, f"{source}: message {index}")
+    if not any(m["role"] == "assistant" for m in row["messages"]):
+        raise TrainerError(f"{source}: no assistant turn to learn from")
+    tools = _check_tools(row.get("tools"), source)
+    tags = row.get("tags") or []
+    if not isinstance(tags, list) or not all(isinstance(tag, str) for tag in tags):
+        raise TrainerError(f'{source}: "tags" must be a list of strings')
+    return Conversation(tuple(row["messages"]), tools, _optional_id(row.get("id")), tuple(tags), source)
+
+
+def _check_message(message: object, where: str) -> None:
+    """A message is {"role", "content"}; an assistant may carry tool_calls instead of content."""
+    if not isinstance(message, dict):
+        raise TrainerError(f"{where}: expected an object with role and content")
+    role = message.get("role")
+    if role not in ROLES:
+        raise TrainerError(f"{where}: unknown role {role!r}; expected one of {', '.join(ROLES)}")
+    content = message.get("content")
+    calls = message.get("tool_calls")
+    if role == "assistant" and calls:
+        _check_tool_calls(calls, where)
+        if content is not None and not isinstance(content, str):
+            raise TrainerError(f"{where}: assistant content must be a string or null")
+    elif not isinstance(content, str):
+        raise TrainerError(f"{where}: {role} content must be a string")
+    elif role == "assistant" and not content.strip():
+        raise TrainerError(f"{where}: the assistant answer is empty")
+
+
+def _check_tool_calls(calls: object, where: str) -> None:
+    """tool_calls: [{"type": "function", "function": {"name": str, "arguments": dict | str}}]."""
+    if not isinstance(calls, list):
+        raise TrainerError(f"{where}: tool_calls must be a list")
+    for number, call in enumerate(calls):
+        function = call.get("function", call) if isinstance(call, dict) else None
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+            raise TrainerError(f"{where}: tool call {number} needs a function name")
+        if not isinstance(function.get("arguments"), (dict, str)):
+            raise TrainerError(f"{where}: tool call {number} arguments must be an object or a JSON string")
+
+
+def _check_tools(tools: object, source: str) -> tuple[dict, ...] | None:
+    if tools is None:
+        return None
+    if not isinstance(tools, list) or not all(isinstance(tool, dict) for tool in tools):
+        raise TrainerError(f'{source}: "tools" must be a list of objects')
+    return tuple(tools) or None
+
+
+def _optional_id(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+def split_by_role(samples: Sequence[Sample]) -> tuple[list[PromptTarget], list[Conversation]]:
+    """Separate the two kinds of sample (they take different example builders)."""
+    pairs = [s for s in samples if isinstance(s, PromptTarget)]
+    conversations = [s for s in samples if isinstance(s, Conversation)]
+    return pairs, conversations
