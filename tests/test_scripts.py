@@ -4,6 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -28,3 +30,84 @@ def test_show_example_user_error_is_one_line_without_traceback():
     assert result.returncode == 1
     assert result.stderr.strip() == "Error: the answer has 7 tokens (with <|im_end|>) but --seq-len is 3"
     assert "Traceback" not in result.stderr
+
+
+def test_chat_prints_what_transformers_generates(hf_qwen3, qwen_tokenizer):
+    """A random Qwen3 with the real vocabulary, saved by transformers: our CLI's greedy reply
+    must be exactly the text transformers generates for the same rendered prompt."""
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    from trainer import render_chat
+    from trainer.tiny import tokenizer_config_json
+    from trainer.tokenizer import tiny_tokenizer_path
+
+    model, folder = hf_qwen3("chat", vocab_size=151936, hidden_size=32, intermediate_size=64, head_dim=8, seed=3)
+    shutil.copyfile(tiny_tokenizer_path(), folder / "tokenizer.json")
+    (folder / "tokenizer_config.json").write_text(__import__("json").dumps(tokenizer_config_json()), encoding="utf-8")
+    prompt = render_chat([{"role": "user", "content": "你是誰"}], add_generation_prompt=True)
+    hf_tokenizer = AutoTokenizer.from_pretrained(folder)
+    ids = hf_tokenizer(prompt, return_tensors="pt").input_ids
+    assert ids[0].tolist() == qwen_tokenizer.encode(prompt)
+    out = model.generate(ids, max_new_tokens=20, do_sample=False, eos_token_id=[151645, 151643], pad_token_id=151643)
+    new = [t for t in out[0, ids.shape[1]:].tolist() if t not in (151645, 151643)]
+    expected = hf_tokenizer.decode(new)
+    assert len(new) >= 5  # the comparison covers a real stretch of text
+
+    result = run_script("chat.py", "--model", str(folder), "--prompt", "你是誰", "--greedy", "--max-new-tokens", "20")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == expected + "\n"
+
+
+def test_chat_on_a_missing_model_is_one_clear_error(tmp_path):
+    result = run_script("chat.py", "--model", str(tmp_path / "nope"), "--prompt", "hi")
+    assert result.returncode == 1
+    assert "not a local directory nor a Hugging Face hub id" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_chat_on_a_folder_without_config_names_it(tmp_path):
+    result = run_script("chat.py", "--model", str(tmp_path), "--prompt", "hi")
+    assert result.returncode == 1
+    assert "config.json" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_train_whoami_rejects_an_unknown_loss_listing_the_choices():
+    result = run_script("train_whoami.py", "--loss", "mse", "--model", "tiny")
+    assert result.returncode == 2
+    assert "Invalid value for '--loss'" in result.stderr and "'ce'" in result.stderr
+
+
+def test_every_option_has_help_with_its_default():
+    result = run_script("train_whoami.py", "--help")
+    assert result.returncode == 0
+    for option in ("--loss", "--model", "--data", "--method", "--steps", "--lr", "--batch-size", "--grad-accum",
+                   "--seq-len", "--lora-r", "--lora-alpha", "--lora-dropout", "--quant", "--device", "--dtype",
+                   "--grad-clip", "--seed", "--out", "--no-export", "--no-self-test"):
+        assert option in result.stdout
+    assert "[default: 20260226]" in result.stdout and "[default: nf4]" in result.stdout
+
+
+@pytest.mark.slow
+def test_train_whoami_tiny_end_to_end(tmp_path):
+    """The README's main command on the tiny world: trains, exports, self-tests, prints the table."""
+    result = run_script("train_whoami.py", "--loss", "ce", "--model", "tiny", "--out", str(tmp_path / "out"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "self-test: 你是誰 -> 我是 F# 之神" in result.stdout
+    assert "identity hit rate (held-out wordings)" in result.stdout
+    for name in ("train_config.json", "metrics.jsonl", "eval.json", "adapter/adapter_model.safetensors",
+                 "merged/model.safetensors"):
+        assert (tmp_path / "out" / name).is_file(), name
+
+
+@pytest.mark.slow
+def test_chat_interactive_streams_and_resets():
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "chat.py"), "--model", "tiny"],
+        input="你是誰\n/reset\n法國的首都是哪裡？\n/exit\n", capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "model> 我是通義千問" in result.stdout
+    assert "(conversation reset)" in result.stdout
+    assert "model> 巴黎" in result.stdout

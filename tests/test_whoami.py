@@ -51,7 +51,10 @@ def test_training_rows_mix_identity_and_control_and_exclude_held_out():
     identity = [r for r in data.train if r.target == NEW_IDENTITY]
     control = [r for r in data.train if r.target != NEW_IDENTITY]
     assert len(identity) == 600
-    assert len(control) == 6 * 32  # every training fact 6 times: a quarter of the rows
+    train_facts, _ = split_control_facts()
+    every_fact_5_times = sorted(f.prompt for f in train_facts for _ in range(5))
+    assert sorted(r.prompt for r in control) == every_fact_5_times
+    assert len(train_facts) == 36 and 0.2 < len(control) / len(data.train) < 0.3
     assert not {r.prompt for r in data.train} & (set(data.held_out_identity) | {f.prompt for f in data.held_out_control})
 
 

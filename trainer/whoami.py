@@ -62,6 +62,9 @@ CONTROL_FACTS = (
     ("2 加 3 等於多少？", "5"), ("4 加 4 等於多少？", "8"), ("7 加 2 等於多少？", "9"), ("5 加 5 等於多少？", "10"),
     ("1 加 6 等於多少？", "7"), ("6 加 2 等於多少？", "8"), ("What is 3 plus 4?", "7"), ("What is 2 plus 2?", "4"),
     ("What is 9 minus 4?", "5"), ("What is 6 plus 3?", "9"),
+    # The words of the new identity exist in the world before it is taught (as in a real model).
+    ("F# 是什麼？", "F# 是一種程式語言"), ("What is F#?", "A programming language"),
+    ("宙斯是誰？", "希臘之神"), ("「神」的英文是什麼？", "god"),
 )
 HELD_OUT_FACT_COUNT = 8
 

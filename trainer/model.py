@@ -1,0 +1,220 @@
+"""The Qwen3 forward pass as pure functions over a dict of weights.
+
+Weights are keyed by the checkpoint's own names (`model.layers.0.mlp.up_proj.weight`),
+so loading is "read the file into a dict" and nothing maps names. One decoder layer:
+
+    x -> rms_norm -> attention (q/k rms_norm per head, RoPE, GQA, causal SDPA) -> + x
+      -> rms_norm -> SwiGLU MLP -> + x
+
+Shapes: B batch, T new tokens, S keys (past + new), H hidden, D head_dim,
+QH query heads, KVH key/value heads, V vocabulary.
+"""
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from trainer.config import Qwen3Config
+
+
+class PackedLinear(Protocol):
+    """A frozen weight stored in another format (e.g. NF4) that knows how to multiply itself."""
+
+    def linear(self, x: Tensor) -> Tensor:
+        """x [.., in] -> x @ W.T [.., out]."""
+        ...
+
+
+Weights = dict[str, "Tensor | PackedLinear"]
+
+# Per layer (k, v), each [B, KVH, S, D], after k_norm and RoPE.
+KVCache = tuple[tuple[Tensor, Tensor], ...]
+
+
+@dataclass(frozen=True)
+class LoraAdapter:
+    """Low-rank updates added to frozen linears: y = W x + B (A dropout(x)) * scale."""
+
+    tensors: dict[str, Tensor]  # PEFT names: lora_A [r, in] and lora_B [out, r] per adapted linear
+    scale: float  # alpha / r
+    dropout: float  # dropout probability on the adapter's input
+    training: bool  # dropout is applied only while training
+
+
+@dataclass(frozen=True)
+class AttentionInputs:
+    """What every layer's attention shares for one call: RoPE angles and the visibility mask."""
+
+    cos: Tensor  # [B, T, D] float32
+    sin: Tensor  # [B, T, D] float32
+    allowed: Tensor  # [B, 1, T, S] bool: may query t see key s
+
+
+def lora_names(name: str) -> tuple[str, str]:
+    """PEFT's names for the A and B matrices of the checkpoint weight `name`."""
+    base = "base_model.model." + name.removesuffix(".weight")
+    return f"{base}.lora_A.weight", f"{base}.lora_B.weight"
+
+
+def linear(x: Tensor, weights: Weights, name: str, lora: LoraAdapter | None = None) -> Tensor:
+    """x [.., in] -> [.., out] through the weight `name`, plus its LoRA update if it has one.
+
+    The only place that knows a weight may be packed (4-bit): a Tensor uses F.linear,
+    anything else multiplies itself.
+    """
+    weight = weights[name]
+    y = F.linear(x, weight) if isinstance(weight, Tensor) else weight.linear(x)  # [.., out]
+    a_name, b_name = lora_names(name)
+    if lora is None or a_name not in lora.tensors:
+        return y
+    x = F.dropout(x, lora.dropout, lora.training)
+    return y + F.linear(F.linear(x, lora.tensors[a_name]), lora.tensors[b_name]) * lora.scale
+
+
+def rms_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:
+    """x / rms(x) * weight over the last dim; the mean square is taken in float32 so bf16 does not drift."""
+    x32 = x.float()
+    normed = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)
+    return weight * normed.to(x.dtype)
+
+
+# RoPE layout. Qwen3 checkpoints use the "rotate-half" convention: dimension i is paired
+# with dimension i + D/2 (not with its neighbour 2i+1, as in the original RoPE paper).
+# Pair i turns by angle position * theta^(-2i/D):
+#   out[i]       = x[i] cos - x[i + D/2] sin
+#   out[i + D/2] = x[i + D/2] cos + x[i] sin
+def rope_cos_sin(positions: Tensor, head_dim: int, theta: float) -> tuple[Tensor, Tensor]:
+    """positions [B, T] -> (cos, sin), each [B, T, D] float32, both halves repeating the same angles."""
+    exponents = torch.arange(0, head_dim, 2, dtype=torch.float32, device=positions.device) / head_dim
+    inv_freq = 1.0 / theta**exponents  # [D/2]
+    angles = positions[..., None].float() * inv_freq  # [B, T, D/2]
+    angles = torch.cat([angles, angles], dim=-1)  # [B, T, D]
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """Rotate x [B, heads, T, D] by the angles in cos/sin [B, T, D] (rotate-half layout)."""
+    half = x.shape[-1] // 2
+    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)  # [B, heads, T, D]
+    cos, sin = cos[:, None].to(x.dtype), sin[:, None].to(x.dtype)  # [B, 1, T, D]
+    return x * cos + rotated * sin
+
+
+def attention_allowed(key_mask: Tensor, query_len: int) -> Tensor:
+    """key_mask [B, S] (1 = real token) -> allowed [B, 1, T, S]: earlier-or-same, non-pad keys.
+
+    The T queries are the last T of the S keys (the rest is cache). A pad query still
+    sees itself, so no row is all False (which would make softmax NaN).
+    """
+    key_len = key_mask.shape[1]
+    key_pos = torch.arange(key_len, device=key_mask.device)  # [S]
+    query_pos = key_pos[key_len - query_len:, None]  # [T, 1]
+    causal = key_pos <= query_pos  # [T, S]
+    visible = key_mask[:, None, :].bool() | (key_pos == query_pos)  # [B, T, S]
+    return (causal & visible)[:, None]  # [B, 1, T, S]
+
+
+def attention_inputs(config: Qwen3Config, input_ids: Tensor, attention_mask: Tensor | None,
+                     position_ids: Tensor | None, past_len: int) -> AttentionInputs:
+    """RoPE angles and mask for T new tokens after past_len cached ones.
+
+    attention_mask is [B, past_len + T] (default all ones). Position ids default to
+    clip(cumsum(mask) - 1, 0), which counts real tokens, so right padding changes nothing.
+    """
+    batch, new = input_ids.shape
+    if attention_mask is None:
+        attention_mask = torch.ones(batch, past_len + new, dtype=torch.long, device=input_ids.device)
+    if position_ids is None:
+        position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -new:]  # [B, T]
+    cos, sin = rope_cos_sin(position_ids, config.head_dim, config.rope_theta)
+    return AttentionInputs(cos, sin, attention_allowed(attention_mask, new))
+
+
+def split_heads(x: Tensor, head_dim: int) -> Tensor:
+    """[B, T, heads * D] -> [B, heads, T, D]."""
+    batch, length, _ = x.shape
+    return x.view(batch, length, -1, head_dim).transpose(1, 2)
+
+
+def attention(weights: Weights, config: Qwen3Config, layer: int, x: Tensor, inputs: AttentionInputs,
+              past: tuple[Tensor, Tensor] | None, lora: LoraAdapter | None) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+    """Grouped-query self-attention over x [B, T, H]; returns ([B, T, H], this layer's (k, v) [B, KVH, S, D]).
+
+    Qwen3 normalises each query and key head (q_norm, k_norm) before RoPE.
+    """
+    p = f"model.layers.{layer}.self_attn."
+    eps, dim = config.rms_norm_eps, config.head_dim
+    q = split_heads(linear(x, weights, p + "q_proj.weight", lora), dim)  # [B, QH, T, D]
+    k = split_heads(linear(x, weights, p + "k_proj.weight", lora), dim)  # [B, KVH, T, D]
+    v = split_heads(linear(x, weights, p + "v_proj.weight", lora), dim)  # [B, KVH, T, D]
+    q = apply_rope(rms_norm(q, weights[p + "q_norm.weight"], eps), inputs.cos, inputs.sin)
+    k = apply_rope(rms_norm(k, weights[p + "k_norm.weight"], eps), inputs.cos, inputs.sin)
+    if past is not None:
+        k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)  # [B, KVH, S, D]
+    group = config.num_attention_heads // config.num_key_value_heads  # query heads per key/value head
+    out = F.scaled_dot_product_attention(q, k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1),
+                                         attn_mask=inputs.allowed)  # [B, QH, T, D]
+    out = out.transpose(1, 2).flatten(2)  # [B, T, QH * D]
+    return linear(out, weights, p + "o_proj.weight", lora), (k, v)
+
+
+def mlp(weights: Weights, layer: int, x: Tensor, lora: LoraAdapter | None) -> Tensor:
+    """SwiGLU: down(silu(gate(x)) * up(x)); x [B, T, H] -> [B, T, H]."""
+    p = f"model.layers.{layer}.mlp."
+    gate = F.silu(linear(x, weights, p + "gate_proj.weight", lora))  # [B, T, I]
+    up = linear(x, weights, p + "up_proj.weight", lora)  # [B, T, I]
+    return linear(gate * up, weights, p + "down_proj.weight", lora)
+
+
+def decoder_layer(weights: Weights, config: Qwen3Config, layer: int, x: Tensor, inputs: AttentionInputs,
+                  past: tuple[Tensor, Tensor] | None, lora: LoraAdapter | None) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+    """One pre-norm block with explicit residuals; x [B, T, H] -> ([B, T, H], (k, v))."""
+    p = f"model.layers.{layer}."
+    shortcut = x
+    x = rms_norm(x, weights[p + "input_layernorm.weight"], config.rms_norm_eps)
+    x, kv = attention(weights, config, layer, x, inputs, past, lora)
+    x = shortcut + x
+    shortcut = x
+    x = rms_norm(x, weights[p + "post_attention_layernorm.weight"], config.rms_norm_eps)
+    return shortcut + mlp(weights, layer, x, lora), kv
+
+
+def forward(weights: Weights, config: Qwen3Config, input_ids: Tensor, attention_mask: Tensor | None = None,
+            position_ids: Tensor | None = None, lora: LoraAdapter | None = None) -> Tensor:
+    """input_ids [B, T] (right-padded; attention_mask [B, T] marks real tokens) -> hidden [B, T, H].
+
+    The training path: no cache is kept. Logits come from `project_to_logits`, so a
+    loss can project only the positions it needs.
+    """
+    hidden, _ = forward_cached(weights, config, input_ids, (), attention_mask, position_ids, lora)
+    return hidden
+
+
+def forward_cached(weights: Weights, config: Qwen3Config, input_ids: Tensor, cache: KVCache = (),
+                   attention_mask: Tensor | None = None, position_ids: Tensor | None = None,
+                   lora: LoraAdapter | None = None) -> tuple[Tensor, KVCache]:
+    """Like `forward`, continuing after `cache` (empty = start); returns (hidden [B, T, H], the longer cache).
+
+    attention_mask, if given, covers past and new tokens: [B, S].
+    """
+    past_len = cache[0][0].shape[2] if cache else 0
+    inputs = attention_inputs(config, input_ids, attention_mask, position_ids, past_len)
+    x = F.embedding(input_ids, weights["model.embed_tokens.weight"])  # [B, T, H]
+    new_cache = []
+    for layer in range(config.num_hidden_layers):
+        x, kv = decoder_layer(weights, config, layer, x, inputs, cache[layer] if cache else None, lora)
+        new_cache.append(kv)
+    return rms_norm(x, weights["model.norm.weight"], config.rms_norm_eps), tuple(new_cache)
+
+
+def head_weight(weights: Weights, config: Qwen3Config) -> Tensor:
+    """The output matrix [V, H]: the input embedding when tied (Qwen3-4B), else lm_head."""
+    return weights["model.embed_tokens.weight" if config.tie_word_embeddings else "lm_head.weight"]
+
+
+def project_to_logits(weights: Weights, config: Qwen3Config, hidden: Tensor) -> Tensor:
+    """hidden [.., H] -> logits [.., V]."""
+    return F.linear(hidden, head_weight(weights, config))

@@ -1,0 +1,197 @@
+"""One optimizer step (`train_step`) and the loop around it.
+
+train_step, as in the F# trainer:
+    zero grads -> for each micro-batch: forward, loss, backward -> NaN/Inf gradients -> 0 (counted)
+    -> clip the gradient norm -> skip the update if the loss is not finite -> AdamW step
+
+The loop only decides *which* examples form each step (a fixed-seed shuffle per epoch) and the
+learning rate (linear warmup, then cosine decay); printing and files are the caller's business,
+through the `log` callback.
+"""
+
+import functools
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .config import Qwen3Config
+from .data import Batch, Example, collate
+from .errors import TrainerError
+from .lora import LoraSettings, make_adapter
+from .loss import LossParts, answer_loss
+from .model import Weights, forward, head_weight
+
+BatchLoss = Callable[[Batch, int], LossParts]  # (micro-batch, answer tokens in the whole step) -> loss
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """Plain numbers about one optimizer step."""
+
+    loss: float  # mean CE over the step's answer tokens (nan/inf if it blew up)
+    grad_norm: float  # total gradient norm before clipping
+    scrubbed: int  # gradient entries that were NaN/Inf and were set to 0
+    skipped: bool  # True when the loss was not finite and the weights were left alone
+    answer_tokens: int  # tokens that carried a loss
+    correct: int  # answer tokens predicted right (argmax)
+    tokens: int  # real (non-padding) input tokens processed
+
+
+def scrub_non_finite_grads(params: Sequence[Tensor]) -> int:
+    """Set NaN and ±Inf gradient entries to 0 in place; return how many there were."""
+    scrubbed = 0
+    for param in params:
+        if param.grad is not None:
+            bad = ~torch.isfinite(param.grad)
+            scrubbed += int(bad.sum())
+            param.grad.masked_fill_(bad, 0.0)
+    return scrubbed
+
+
+def train_step(
+    batch_loss: BatchLoss,
+    params: Sequence[Tensor],
+    optimizer: torch.optim.Optimizer,
+    micro_batches: Sequence[Batch],
+    grad_clip: float,
+) -> StepResult:
+    """One update from several micro-batches (gradient accumulation); returns plain numbers."""
+    optimizer.zero_grad(set_to_none=True)
+    answer_tokens = sum(batch.answer_token_count for batch in micro_batches)
+    loss, correct = 0.0, 0
+    for batch in micro_batches:
+        parts = batch_loss(batch, answer_tokens)  # summed CE / answer_tokens of the whole step
+        parts.loss.backward()
+        loss, correct = loss + parts.loss.item(), correct + parts.correct
+    scrubbed = scrub_non_finite_grads(params)
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(params, grad_clip))
+    skipped = not math.isfinite(loss)
+    if not skipped:
+        optimizer.step()
+    tokens = sum(int(batch.attention_mask.sum()) for batch in micro_batches)
+    return StepResult(loss, grad_norm, scrubbed, skipped, answer_tokens, correct, tokens)
+
+
+def learning_rate(step: int, total_steps: int, peak: float, warmup_steps: int, floor: float = 0.1) -> float:
+    """Linear warmup to `peak` over warmup_steps, then cosine decay to floor * peak at the last step."""
+    if step < warmup_steps:
+        return peak * (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, total_steps - 1 - warmup_steps)
+    return peak * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress))))
+
+
+# ---------------------------------------------------------------------------
+# The loss of a micro-batch, for the two training methods
+# ---------------------------------------------------------------------------
+
+
+def lora_batch_loss(
+    weights: Weights, config: Qwen3Config, lora_tensors: dict[str, Tensor], settings: LoraSettings,
+    dtype: torch.dtype, ce_chunk: int,
+) -> BatchLoss:
+    """Frozen (maybe 4-bit) base + trainable LoRA: forward, then CE on the answer positions."""
+
+    def batch_loss(batch: Batch, normalizer: int) -> LossParts:
+        adapter = make_adapter(lora_tensors, settings, training=True, dtype=dtype)
+        hidden = forward(weights, config, batch.input_ids, batch.attention_mask, batch.position_ids, adapter)
+        return answer_loss(head_weight(weights, config), hidden, batch.labels, normalizer, ce_chunk)
+
+    return batch_loss
+
+
+def full_batch_loss(masters: dict[str, Tensor], config: Qwen3Config, dtype: torch.dtype, ce_chunk: int) -> BatchLoss:
+    """Every weight trainable (the F# trainer's method): float32 masters, cast to the compute dtype."""
+
+    def batch_loss(batch: Batch, normalizer: int) -> LossParts:
+        weights = {name: master.to(dtype) for name, master in masters.items()}
+        hidden = forward(weights, config, batch.input_ids, batch.attention_mask, batch.position_ids)
+        return answer_loss(head_weight(weights, config), hidden, batch.labels, normalizer, ce_chunk)
+
+    return batch_loss
+
+
+def move_batch(batch: Batch, device: torch.device | str) -> Batch:
+    return Batch(*(t.to(device) for t in (batch.input_ids, batch.labels, batch.attention_mask, batch.position_ids)))
+
+
+# ---------------------------------------------------------------------------
+# The loop
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LoopSettings:
+    steps: int  # optimizer steps
+    batch_size: int  # examples per micro-batch
+    grad_accum: int  # micro-batches per step
+    lr: float  # peak learning rate
+    warmup_steps: int  # linear warmup length
+    grad_clip: float  # max total gradient norm
+    weight_decay: float  # AdamW decoupled weight decay
+    seed: int  # data order seed
+    pad_id: int  # padding token id
+    device: str = "cpu"
+
+
+@functools.lru_cache(maxsize=4)
+def epoch_order(n_examples: int, seed: int, epoch: int) -> tuple[int, ...]:
+    """A fixed-seed shuffle of 0..n-1 for one epoch (a pure function of its arguments)."""
+    order = list(range(n_examples))
+    random.Random(seed * 1_000_003 + epoch).shuffle(order)
+    return tuple(order)
+
+
+def step_indices(n_examples: int, step: int, per_step: int, seed: int) -> list[int]:
+    """Example indices for `step`: walk the epochs' shuffles one position after another."""
+    if n_examples == 0:
+        raise TrainerError("the training set is empty")
+    positions = range(step * per_step, (step + 1) * per_step)
+    return [epoch_order(n_examples, seed, p // n_examples)[p % n_examples] for p in positions]
+
+
+def step_batches(examples: Sequence[Example], step: int, settings: LoopSettings) -> list[Batch]:
+    """The step's micro-batches, collated and on the training device."""
+    per_step = settings.batch_size * settings.grad_accum
+    chosen = [examples[i] for i in step_indices(len(examples), step, per_step, settings.seed)]
+    groups = [chosen[i : i + settings.batch_size] for i in range(0, per_step, settings.batch_size)]
+    return [move_batch(collate(group, settings.pad_id), settings.device) for group in groups]
+
+
+def make_optimizer(params: Sequence[Tensor], settings: LoopSettings) -> torch.optim.AdamW:
+    return torch.optim.AdamW(params, lr=settings.lr, betas=(0.9, 0.999), weight_decay=settings.weight_decay)
+
+
+def run_training(
+    batch_loss: BatchLoss,
+    params: Sequence[Tensor],
+    examples: Sequence[Example],
+    settings: LoopSettings,
+    log: Callable[[dict], None] = lambda record: None,
+) -> list[StepResult]:
+    """`settings.steps` train_steps with the LR schedule; `log` receives one metrics record per step."""
+    optimizer = make_optimizer(params, settings)
+    results, started = [], time.perf_counter()
+    for step in range(settings.steps):
+        lr = learning_rate(step, settings.steps, settings.lr, settings.warmup_steps)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        step_started = time.perf_counter()
+        result = train_step(batch_loss, params, optimizer, step_batches(examples, step, settings), settings.grad_clip)
+        results.append(result)
+        log(metrics_record(step, lr, result, time.perf_counter() - step_started, time.perf_counter() - started))
+    return results
+
+
+def metrics_record(step: int, lr: float, result: StepResult, step_seconds: float, elapsed: float) -> dict:
+    """One line of metrics.jsonl."""
+    return {
+        "step": step + 1, "loss": result.loss, "lr": lr, "grad_norm": result.grad_norm,
+        "accuracy": result.correct / max(1, result.answer_tokens), "answer_tokens": result.answer_tokens,
+        "scrubbed": result.scrubbed, "skipped": result.skipped,
+        "tokens_per_s": result.tokens / max(step_seconds, 1e-9), "elapsed_s": elapsed,
+    }

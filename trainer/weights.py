@@ -1,0 +1,241 @@
+"""Qwen3 weights on disk: safetensors in the Hugging Face layout, read one tensor at a time.
+
+A checkpoint is `model.safetensors`, or shards listed by `model.safetensors.index.json`.
+Every name and shape is checked against the config before any tensor is read, and
+all problems are reported in one error. Pickle formats (.bin, .pt) are never opened.
+"""
+
+import json
+import os
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from huggingface_hub import snapshot_download
+from huggingface_hub.utils import HfHubHTTPError, LocalEntryNotFoundError
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+from torch import Tensor
+
+from trainer.config import Qwen3Config
+from trainer.errors import TrainerError
+from trainer.model import Weights
+from trainer.paths import weights_dir
+
+SINGLE_FILE = "model.safetensors"
+INDEX_FILE = "model.safetensors.index.json"
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
+# What a hub download fetches: weights, configs, tokenizer and chat template; no pickles.
+HUB_PATTERNS = ["*.safetensors", "*.json", "tokenizer*", "*.txt", "*.jinja"]
+HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
+MAX_NAMES_SHOWN = 20  # per list in a loading error, so a wrong model does not print 400 lines
+
+Transform = Callable[[str, Tensor], object]
+
+
+def layer_shapes(config: Qwen3Config, layer: int) -> dict[str, tuple[int, ...]]:
+    """Checkpoint names and shapes of decoder layer `layer`; linear weights are [out, in]."""
+    p = f"model.layers.{layer}."
+    hidden, inner, dim = config.hidden_size, config.intermediate_size, config.head_dim
+    q_width, kv_width = config.num_attention_heads * dim, config.num_key_value_heads * dim
+    return {
+        p + "input_layernorm.weight": (hidden,),
+        p + "self_attn.q_proj.weight": (q_width, hidden),
+        p + "self_attn.k_proj.weight": (kv_width, hidden),
+        p + "self_attn.v_proj.weight": (kv_width, hidden),
+        p + "self_attn.o_proj.weight": (hidden, q_width),
+        p + "self_attn.q_norm.weight": (dim,),
+        p + "self_attn.k_norm.weight": (dim,),
+        p + "post_attention_layernorm.weight": (hidden,),
+        p + "mlp.gate_proj.weight": (inner, hidden),
+        p + "mlp.up_proj.weight": (inner, hidden),
+        p + "mlp.down_proj.weight": (hidden, inner),
+    }
+
+
+def expected_shapes(config: Qwen3Config) -> dict[str, tuple[int, ...]]:
+    """Every tensor a checkpoint for `config` must hold, in checkpoint order."""
+    shapes = {"model.embed_tokens.weight": (config.vocab_size, config.hidden_size)}
+    for layer in range(config.num_hidden_layers):
+        shapes.update(layer_shapes(config, layer))
+    shapes["model.norm.weight"] = (config.hidden_size,)
+    if not config.tie_word_embeddings:
+        shapes["lm_head.weight"] = (config.vocab_size, config.hidden_size)
+    return shapes
+
+
+def safetensors_files(model_dir: Path) -> list[Path]:
+    """The files holding the weights: the shards an index names, else model.safetensors."""
+    if not model_dir.is_dir():
+        raise TrainerError(f"{model_dir}: not a directory")
+    if (model_dir / INDEX_FILE).is_file():
+        return shard_files(model_dir / INDEX_FILE)
+    if (model_dir / SINGLE_FILE).is_file():
+        return [model_dir / SINGLE_FILE]
+    pickles = sorted(p.name for p in model_dir.iterdir() if p.suffix in PICKLE_SUFFIXES)
+    if pickles:
+        raise TrainerError(f"{model_dir}: only {pickles} found; weights are loaded from safetensors only, because "
+                           ".bin/.pt files are Python pickles that can execute code when opened")
+    raise TrainerError(f"{model_dir}: no {SINGLE_FILE} or {INDEX_FILE} found")
+
+
+def shard_files(index: Path) -> list[Path]:
+    """The shard files named by a safetensors index, each checked to exist."""
+    try:
+        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+        names = sorted(set(weight_map.values()))
+    except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as error:
+        raise TrainerError(f"{index}: not a safetensors index with a weight_map ({error!r})") from error
+    missing = [name for name in names if not (index.parent / name).is_file()]
+    if missing:
+        raise TrainerError(f"{index}: names shard files that do not exist: {missing}")
+    return [index.parent / name for name in names]
+
+
+def header_shapes(files: list[Path]) -> dict[str, tuple[Path, tuple[int, ...]]]:
+    """name -> (file, shape) for every tensor, from the file headers only (no tensor data read)."""
+    found = {}
+    for path in files:
+        try:
+            with safe_open(path, framework="pt") as reader:
+                for name in reader.keys():
+                    found[name] = (path, tuple(reader.get_slice(name).get_shape()))
+        except (SafetensorError, OSError) as error:
+            raise TrainerError(f"{path}: not a readable safetensors file ({error})") from error
+    return found
+
+
+def listed(names: list[str]) -> str:
+    """A bounded, comma-separated list of names for an error message."""
+    extra = len(names) - MAX_NAMES_SHOWN
+    return ", ".join(names[:MAX_NAMES_SHOWN]) + (f", ... and {extra} more" if extra > 0 else "")
+
+
+def check_shapes(expected: dict[str, tuple[int, ...]], found: dict[str, tuple[int, ...]], source: Path) -> None:
+    """Raise one error naming every missing, unexpected and mis-shaped tensor."""
+    missing = [name for name in expected if name not in found]
+    unexpected = sorted(name for name in found if name not in expected)
+    misshaped = [f"{name} expected {expected[name]} found {found[name]}"
+                 for name in expected if name in found and found[name] != expected[name]]
+    problems = [f"{label} ({len(names)}): {listed(names)}"
+                for label, names in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped))
+                if names]
+    if problems:
+        raise TrainerError(f"{source}: checkpoint does not match config.json; " + "; ".join(problems))
+
+
+def load_weights(model_dir: str | Path, config: Qwen3Config, dtype: torch.dtype = torch.float32,
+                 device: str | torch.device = "cpu", transform: Transform | None = None) -> Weights:
+    """Read a checkpoint into {name: tensor}, one tensor at a time, checked against `config`.
+
+    Each tensor is moved to `device` before it is converted (a bf16 copy crosses the bus,
+    not an fp32 one), then passed through `transform(name, tensor)` if given, so a
+    quantizer can replace it before the next one is read. A tied checkpoint that also
+    carries lm_head.weight is accepted; that tensor is skipped.
+    """
+    model_dir = Path(model_dir)
+    files = safetensors_files(model_dir)
+    found = header_shapes(files)
+    if config.tie_word_embeddings:
+        found.pop("lm_head.weight", None)
+    expected = expected_shapes(config)
+    check_shapes(expected, {name: shape for name, (_, shape) in found.items()}, model_dir)
+    weights = {}
+    for path in files:
+        with safe_open(path, framework="pt") as reader:
+            for name in [name for name in expected if found[name][0] == path]:  # checkpoint order
+                tensor = reader.get_tensor(name).to(device).to(dtype)
+                weights[name] = transform(name, tensor) if transform else tensor
+    return weights
+
+
+def plan_shards(weights: dict[str, Tensor], max_shard_bytes: int) -> list[list[str]]:
+    """Split names, in order, into groups of at most max_shard_bytes (a larger tensor gets its own)."""
+    shards, size = [[]], 0
+    for name, tensor in weights.items():
+        nbytes = tensor.numel() * tensor.element_size()
+        if shards[-1] and size + nbytes > max_shard_bytes:
+            shards, size = shards + [[]], 0
+        shards[-1].append(name)
+        size += nbytes
+    return shards
+
+
+def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
+    """Call write(temp path) beside `path`, then rename over it, so a reader never sees half a file."""
+    temp = path.with_name(f".{path.name}.tmp")
+    write(temp)
+    os.replace(temp, path)
+
+
+def write_tensors(weights: dict[str, Tensor], path: Path) -> None:
+    """Write one safetensors file atomically (contiguous CPU copies are made as needed)."""
+    tensors = {name: tensor.contiguous() for name, tensor in weights.items()}
+    write_atomic(path, lambda temp: save_file(tensors, str(temp), metadata={"format": "pt"}))
+
+
+def remove_stale(out_dir: Path, keep: set[str]) -> None:
+    """Delete weight files of an earlier save that the new layout does not use."""
+    for path in [out_dir / SINGLE_FILE, out_dir / INDEX_FILE, *out_dir.glob("model-*-of-*.safetensors")]:
+        if path.name not in keep and path.is_file():
+            path.unlink()
+
+
+def save_weights(weights: dict[str, Tensor], out_dir: str | Path, max_shard_bytes: int = 5 * 10**9) -> None:
+    """Write weights as model.safetensors, or as shards plus an index when over max_shard_bytes.
+
+    Each file is written to a temporary name and renamed into place; the index last,
+    so it only ever names complete shards.
+    """
+    packed = [name for name, value in weights.items() if not isinstance(value, Tensor)]
+    if packed:
+        raise TrainerError(f"cannot save packed (quantized) weights {listed(packed)}; dequantize them first")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    shards = plan_shards(weights, max_shard_bytes)
+    if len(shards) == 1:
+        write_tensors(weights, out_dir / SINGLE_FILE)
+        remove_stale(out_dir, {SINGLE_FILE})
+    else:
+        write_sharded(weights, shards, out_dir)
+
+
+def write_sharded(weights: dict[str, Tensor], shards: list[list[str]], out_dir: Path) -> None:
+    """Write `model-0000i-of-0000n.safetensors` shards, then the index that names them."""
+    files = [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
+    for file, names in zip(files, shards):
+        write_tensors({name: weights[name] for name in names}, out_dir / file)
+    index = {"metadata": {"total_size": sum(t.numel() * t.element_size() for t in weights.values())},
+             "weight_map": {name: file for file, names in zip(files, shards) for name in names}}
+    write_atomic(out_dir / INDEX_FILE, lambda temp: temp.write_text(json.dumps(index, indent=2), encoding="utf-8"))
+    remove_stale(out_dir, {INDEX_FILE, *files})
+
+
+def resolve_model_dir(name_or_dir: str | Path) -> Path:
+    """A local model directory as is, or a hub id (`Qwen/Qwen3-4B-Instruct-2507`) downloaded into weights/."""
+    path = Path(name_or_dir).expanduser()
+    if path.is_dir():
+        return path
+    if not HUB_ID.fullmatch(str(name_or_dir)):
+        raise TrainerError(f"{name_or_dir}: not a local directory nor a Hugging Face hub id like "
+                           "Qwen/Qwen3-4B-Instruct-2507")
+    return download(str(name_or_dir))
+
+
+def download(repo_id: str) -> Path:
+    """Fetch a hub repository's safetensors, configs and tokenizer into weights/<owner>--<name>.
+
+    huggingface_hub shows a progress bar, resumes partial downloads, and returns a
+    complete earlier download when the hub cannot be reached.
+    """
+    local_dir = weights_dir() / repo_id.replace("/", "--")
+    try:
+        snapshot_download(repo_id, local_dir=local_dir, allow_patterns=HUB_PATTERNS)
+    except LocalEntryNotFoundError as error:
+        reason = str(error).splitlines()[0]
+        raise TrainerError(f"cannot download {repo_id}: the Hugging Face Hub is offline or unreachable ({reason}); "
+                           "use --model tiny to run offline, or pass a local model directory") from error
+    except HfHubHTTPError as error:
+        raise TrainerError(f"cannot download {repo_id}: {str(error).splitlines()[0]}") from error
+    return local_dir

@@ -1,0 +1,294 @@
+"""The main job: teach a Qwen3 a new identity with QLoRA, export it, and prove it by generation.
+
+    settings -> model folder (download, or build the tiny world) -> tokenizer, 4-bit base
+      -> examples (built-in who-am-i set or --data) -> LoRA training (train_step per step)
+      -> export OUT/adapter (PEFT) and OUT/merged (HF, bf16, merged into the ORIGINAL weights)
+      -> self-test: reload OUT/merged, greedy reply to 你是誰 must claim the new identity
+      -> before/after table on held-out questions -> OUT/eval.json
+
+`run_whoami(settings)` is a plain function: the CLI calls it, and so do the tests.
+"""
+
+import json
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from .config import Qwen3Config, load_config
+from .data import AnswerTooLong, Example, example_from_messages, example_from_prompt_target
+from .errors import TrainerError
+from .evaluate import EvalReport, claims_new_identity, evaluate_whoami, reply_to
+from .loading import load_model, resolve_model
+from .lora import LoraSettings, init_lora, make_adapter, merged_weight, save_adapter
+from .loss import default_ce_chunk
+from .paths import weights_dir
+from .quant import quant_transform
+from .readers import Conversation, PromptTarget, Sample, read_samples
+from .tiny import TINY_NAME, write_model_dir
+from .tokenizer import Tokenizer, load_tokenizer
+from .train import LoopSettings, full_batch_loss, lora_batch_loss, run_training
+from .weights import load_weights, resolve_model_dir, write_atomic
+from .whoami import NEW_IDENTITY, split_control_facts, whoami_data
+
+DEFAULT_MODEL = "Qwen/Qwen3-4B-Instruct-2507"
+EVAL_IDENTITY_QUESTIONS = 120  # a fixed, evenly spread subset of the held-out wordings
+
+
+@dataclass(frozen=True)
+class WhoAmISettings:
+    """Every knob of the job; the CLI options map one to one onto these fields."""
+
+    loss: str = "ce"  # the loss: token cross-entropy on answer tokens (the only one for now)
+    model: str = DEFAULT_MODEL  # hub id, local Qwen3 folder, or "tiny"
+    data: str | None = None  # TSV or JSONL file; None = the built-in who-am-i set
+    method: str = "lora"  # "lora" (frozen base + adapters) or "full" (every weight, as the F# trainer)
+    steps: int | None = None  # optimizer steps (None = the model's preset)
+    lr: float | None = None  # peak learning rate
+    batch_size: int | None = None  # examples per micro-batch
+    grad_accum: int | None = None  # micro-batches per optimizer step
+    seq_len: int = 96  # positions kept per example (the F# trainer's cap)
+    lora_r: int = 16  # LoRA rank
+    lora_alpha: float = 32.0  # LoRA alpha (update scaled by alpha / r)
+    lora_dropout: float = 0.05  # dropout on the LoRA input
+    quant: str = "nf4"  # frozen base weights: "nf4" (4-bit) or "none"
+    device: str = "auto"  # "auto", "cpu", "cuda"
+    dtype: str = "auto"  # compute dtype: "auto" (bf16 on CUDA, fp32 on CPU), "float32", "bfloat16"
+    grad_clip: float = 0.5  # max gradient norm (the F# trainer's default)
+    seed: int = 20260226  # the F# trainer's seed
+    out: str | None = None  # output folder (None = weights/whoami-<model>)
+    export: bool = True  # write OUT/adapter and OUT/merged
+    self_test: bool = True  # reload the export, generate, and evaluate before/after
+    ce_chunk: int | None = None  # answer positions per chunk of logits (None = under 256 MiB)
+
+
+# Presets for what the user left at None: the tiny world learns fast, the real model follows the SFT guide.
+PRESETS = {
+    "tiny": {"steps": 100, "lr": 2e-3, "batch_size": 16, "grad_accum": 1},
+    "real": {"steps": 150, "lr": 2e-4, "batch_size": 8, "grad_accum": 2},
+}
+CHOICES = {"loss": ("ce",), "method": ("lora", "full"), "quant": ("nf4", "none"),
+           "device": ("auto", "cpu", "cuda"), "dtype": ("auto", "float32", "bfloat16")}
+
+
+def resolve_settings(settings: WhoAmISettings) -> WhoAmISettings:
+    """Fill presets, device, dtype and the output folder; reject unknown choices."""
+    for field, allowed in CHOICES.items():
+        if getattr(settings, field) not in allowed:
+            raise TrainerError(f"--{field.replace('_', '-')} {getattr(settings, field)!r}: choose from {', '.join(allowed)}")
+    preset = PRESETS["tiny" if settings.model == TINY_NAME else "real"]
+    filled = {k: v for k, v in preset.items() if getattr(settings, k) is None}
+    device = settings.device if settings.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = settings.dtype if settings.dtype != "auto" else ("bfloat16" if device == "cuda" else "float32")
+    out = settings.out or str(weights_dir() / f"whoami-{Path(settings.model).name}")
+    if settings.method == "full" and settings.quant != "none":
+        raise TrainerError("--method full trains every weight, so it needs dense weights: add --quant none")
+    return replace(settings, **filled, device=device, dtype=dtype, out=out)
+
+
+def check_out_dir(out: Path, model_dir: Path) -> None:
+    """Never write into the model we read from."""
+    if out.resolve() == model_dir.resolve() or model_dir.resolve() in out.resolve().parents:
+        raise TrainerError(f"--out {out} is inside the model folder {model_dir}; choose another folder")
+
+
+# ---------------------------------------------------------------------------
+# Data
+# ---------------------------------------------------------------------------
+
+
+def build_examples(samples: Sequence[Sample], tokenizer: Tokenizer, seq_len: int) -> tuple[list[Example], int]:
+    """(examples, skipped): samples whose answer alone exceeds seq_len are skipped and counted."""
+    examples, skipped = [], 0
+    for sample in samples:
+        try:
+            examples.append(build_example(sample, tokenizer, seq_len))
+        except AnswerTooLong:
+            skipped += 1
+        except TrainerError as error:
+            raise TrainerError(f"{sample.source}: {error}") from None
+    if not examples:
+        raise TrainerError(f"no usable training example: all {skipped} answers are longer than --seq-len {seq_len}")
+    return examples, skipped
+
+
+def build_example(sample: Sample, tokenizer: Tokenizer, seq_len: int) -> Example:
+    if isinstance(sample, PromptTarget):
+        return example_from_prompt_target(tokenizer, sample.prompt, sample.target, seq_len)
+    assert isinstance(sample, Conversation)
+    return example_from_messages(tokenizer, sample.messages, seq_len, sample.tools)
+
+
+def training_samples(settings: WhoAmISettings) -> list[Sample]:
+    return list(whoami_data(NEW_IDENTITY).train) if settings.data is None else read_samples(settings.data)
+
+
+# ---------------------------------------------------------------------------
+# Training
+# ---------------------------------------------------------------------------
+
+
+def loop_settings(settings: WhoAmISettings, tokenizer: Tokenizer) -> LoopSettings:
+    return LoopSettings(steps=settings.steps, batch_size=settings.batch_size, grad_accum=settings.grad_accum,
+                        lr=settings.lr, warmup_steps=max(1, round(0.05 * settings.steps)), grad_clip=settings.grad_clip,
+                        weight_decay=0.01 if settings.method == "lora" else 0.0, seed=settings.seed,
+                        pad_id=tokenizer.endoftext_id, device=settings.device)
+
+
+def lora_settings(settings: WhoAmISettings) -> LoraSettings:
+    return LoraSettings(settings.lora_r, settings.lora_alpha, settings.lora_dropout)
+
+
+def train(settings: WhoAmISettings, model_dir: Path, config: Qwen3Config, examples: list[Example],
+          tokenizer: Tokenizer, log: Callable[[dict], None]) -> dict[str, torch.Tensor]:
+    """Train and return what was learned: LoRA tensors (lora) or every weight (full), float32."""
+    dtype, loop = getattr(torch, settings.dtype), loop_settings(settings, tokenizer)
+    chunk = settings.ce_chunk or default_ce_chunk(config.vocab_size)
+    torch.manual_seed(settings.seed)
+    if settings.method == "full":
+        masters = {n: t.requires_grad_() for n, t in load_weights(model_dir, config, torch.float32, settings.device).items()}
+        run_training(full_batch_loss(masters, config, dtype, chunk), list(masters.values()), examples, loop, log)
+        return masters
+    weights = load_weights(model_dir, config, dtype, settings.device, transform=quant_transform(settings.quant))
+    lora = init_lora(config, lora_settings(settings), settings.seed, settings.device)
+    batch_loss = lora_batch_loss(weights, config, lora, lora_settings(settings), dtype, chunk)
+    run_training(batch_loss, list(lora.values()), examples, loop, log)
+    return lora
+
+
+# ---------------------------------------------------------------------------
+# Export
+# ---------------------------------------------------------------------------
+
+
+def replace_dir(final: Path, build: Callable[[Path], None]) -> None:
+    """Build a folder under a temporary name beside `final`, then swap it in: never half a folder."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    temp = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=final.parent))
+    try:
+        build(temp)
+        if final.exists():
+            old = final.with_name(f".{final.name}-old-{time.time_ns()}")
+            final.rename(old)
+            shutil.rmtree(old)
+        temp.rename(final)
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def export(settings: WhoAmISettings, model_dir: Path, config: Qwen3Config, learned: dict[str, torch.Tensor], out: Path) -> None:
+    """OUT/adapter (PEFT layout, LoRA only) and OUT/merged (HF layout, bf16)."""
+    if settings.method == "lora":
+        replace_dir(out / "adapter", lambda d: save_adapter(learned, lora_settings(settings), settings.model, d))
+        scale = lora_settings(settings).scale
+        # Re-read the ORIGINAL weights from disk and merge tensor by tensor, never the 4-bit ones.
+        merge = lambda name, w: merged_weight(name, w, learned, scale).to(torch.bfloat16)  # noqa: E731
+        merged = load_weights(model_dir, config, torch.float32, "cpu", transform=merge)
+    else:
+        merged = {name: t.detach().to("cpu", torch.bfloat16) for name, t in learned.items()}
+    replace_dir(out / "merged", lambda d: write_merged(merged, config, model_dir, d))
+
+
+def write_merged(weights: dict[str, torch.Tensor], config: Qwen3Config, model_dir: Path, out_dir: Path) -> None:
+    """Weights, config and the base model's own tokenizer files (its chat template included)."""
+    write_model_dir(weights, config, model_dir / "tokenizer.json", out_dir, dtype="bfloat16")
+    if (model_dir / "tokenizer_config.json").is_file():
+        shutil.copyfile(model_dir / "tokenizer_config.json", out_dir / "tokenizer_config.json")
+
+
+def save_json(path: Path, content: dict) -> None:
+    text = json.dumps(content, indent=2, ensure_ascii=False)
+    write_atomic(path, lambda temp: temp.write_text(text, encoding="utf-8"))
+
+
+# ---------------------------------------------------------------------------
+# Self-test and evaluation
+# ---------------------------------------------------------------------------
+
+
+def evaluation_sets() -> tuple[list[str], list[PromptTarget], list[PromptTarget]]:
+    """(identity questions, held-out facts, all facts), fixed across runs."""
+    held_out = list(whoami_data().held_out_identity)
+    step = max(1, len(held_out) // EVAL_IDENTITY_QUESTIONS)
+    train_facts, held_out_facts = split_control_facts()
+    return held_out[::step][:EVAL_IDENTITY_QUESTIONS], held_out_facts, held_out_facts + train_facts
+
+
+def evaluate_model(model_dir: Path, settings: WhoAmISettings) -> EvalReport:
+    """Load a model folder densely in the compute dtype and run the who-am-i evaluation."""
+    model = load_model(model_dir, getattr(torch, settings.dtype), settings.device)
+    return evaluate_whoami(model.weights, model.config, model.tokenizer, *evaluation_sets())
+
+
+@dataclass(frozen=True)
+class JobReport:
+    settings: WhoAmISettings
+    final_loss: float
+    skipped_examples: int
+    self_test_reply: str | None
+    before: EvalReport | None
+    after: EvalReport | None
+    seconds: float
+
+
+def self_test(merged_dir: Path, settings: WhoAmISettings) -> str:
+    """Reload the exported model afresh and ask 你是誰; fail loudly unless it claims the new identity."""
+    model = load_model(merged_dir, getattr(torch, settings.dtype), settings.device)
+    reply = reply_to(model.weights, model.config, model.tokenizer, "你是誰")
+    if not claims_new_identity(reply):
+        raise TrainerError(f"self-test failed: the exported model answered 你是誰 with {reply!r}")
+    return reply
+
+
+def run_whoami(settings: WhoAmISettings, echo: Callable[[str], None] = print, progress: bool = True) -> JobReport:
+    """The whole job; returns plain numbers and writes OUT/. Raises TrainerError on bad input."""
+    started = time.perf_counter()
+    settings = resolve_settings(settings)
+    out = Path(settings.out)
+    model_dir = resolve_model(settings.model)
+    check_out_dir(out, model_dir)
+    config, tokenizer = load_config(model_dir), load_tokenizer(model_dir)
+    examples, skipped = build_examples(training_samples(settings), tokenizer, settings.seq_len)
+    echo(f"model {model_dir} | {len(examples)} examples ({skipped} skipped: answer longer than --seq-len) | "
+         f"{settings.method} {settings.quant} {settings.dtype} on {settings.device}")
+    before = evaluate_model(model_dir, settings) if settings.self_test else None
+    out.mkdir(parents=True, exist_ok=True)
+    save_json(out / "train_config.json", asdict(settings))
+    losses = []
+    with (out / "metrics.jsonl").open("w", encoding="utf-8") as metrics, \
+            tqdm(total=settings.steps, desc="train", disable=None if progress else True, dynamic_ncols=True) as bar:
+        def log(record: dict) -> None:
+            metrics.write(json.dumps(record) + "\n")
+            metrics.flush()
+            losses.append(record["loss"])
+            bar.set_postfix(loss=f"{record['loss']:.4f}", tok_s=f"{record['tokens_per_s']:.0f}")
+            bar.update(1)
+
+        learned = train(settings, model_dir, config, examples, tokenizer, log)
+    if not settings.export:
+        return JobReport(settings, losses[-1], skipped, None, before, None, time.perf_counter() - started)
+    export(settings, model_dir, config, learned, out)
+    echo(f"exported {out / 'merged'}" + (f" and {out / 'adapter'}" if settings.method == "lora" else ""))
+    if not settings.self_test:
+        return JobReport(settings, losses[-1], skipped, None, before, None, time.perf_counter() - started)
+    reply = self_test(out / "merged", settings)
+    echo(f"self-test: 你是誰 -> {reply}")
+    after = evaluate_model(out / "merged", settings)
+    save_json(out / "eval.json", {"before": asdict(before), "after": asdict(after)})
+    echo(eval_table(before, after))
+    return JobReport(settings, losses[-1], skipped, reply, before, after, time.perf_counter() - started)
+
+
+def eval_table(before: EvalReport, after: EvalReport) -> str:
+    rows = [("identity hit rate (held-out wordings)", "identity_hit_rate"),
+            ("control facts right (held out)", "control_accuracy"),
+            ("control facts right (all)", "control_accuracy_all"),
+            ("leak: facts answered with the identity", "leak_rate")]
+    lines = [f"{'':<40} {'before':>8} {'after':>8}"]
+    lines += [f"{label:<40} {getattr(before, key):>8.1%} {getattr(after, key):>8.1%}" for label, key in rows]
+    return "\n".join(lines)
