@@ -39,6 +39,9 @@ def choice(field: str) -> click.Choice:
 @click.option("--export/--no-export", default=True, help="Write OUT/adapter and OUT/merged.")
 @click.option("--self-test/--no-self-test", default=True, help="Reload the export, ask 你是誰, and evaluate before/after.")
 @click.option("--ce-chunk", type=int, default=None, help="Answer positions per chunk of logits [default: under 256 MiB].")
+@click.option("--grad-checkpoint/--no-grad-checkpoint", default=None,
+              help="Recompute each layer during backward to save memory [default: on for CUDA, off on CPU].")
+@click.option("--pack/--no-pack", default=False, help="Pack several examples per row up to --seq-len.")
 @user_errors_as_messages
 def main(**options) -> None:
     run_whoami(WhoAmISettings(**options), echo=click.echo)

@@ -66,9 +66,21 @@ def test_rope_scores_depend_only_on_distance():
 
 def test_attention_allowed_is_causal_and_hides_padding():
     allowed = attention_allowed(torch.tensor([[1, 1, 0]]), query_len=3)[0, 0]
-    assert allowed.tolist() == [[True, False, False], [True, True, False], [True, True, True]]  # pad sees itself
+    assert allowed.tolist() == [[True, False, False], [True, True, False], [False, False, True]]  # pad: only itself
     decode = attention_allowed(torch.tensor([[1, 1, 1, 1]]), query_len=1)[0, 0]
     assert decode.tolist() == [[True, True, True, True]]  # the new token sees the whole cache
+
+
+def test_attention_allowed_is_block_diagonal_for_packed_rows():
+    allowed = attention_allowed(torch.tensor([[1, 1, 2, 2, 2, 0]]), query_len=6)[0, 0].int().tolist()
+    assert allowed == [
+        [1, 0, 0, 0, 0, 0],
+        [1, 1, 0, 0, 0, 0],
+        [0, 0, 1, 0, 0, 0],  # the second example starts fresh
+        [0, 0, 1, 1, 0, 0],
+        [0, 0, 1, 1, 1, 0],
+        [0, 0, 0, 0, 0, 1],  # padding sees only itself
+    ]
 
 
 @dataclass(frozen=True)

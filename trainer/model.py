@@ -11,11 +11,13 @@ QH query heads, KVH key/value heads, V vocabulary.
 """
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.utils.checkpoint import checkpoint
 
 from trainer.config import Qwen3Config
 
@@ -103,32 +105,36 @@ def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     return x * cos + rotated * sin
 
 
-def attention_allowed(key_mask: Tensor, query_len: int) -> Tensor:
-    """key_mask [B, S] (1 = real token) -> allowed [B, 1, T, S]: earlier-or-same, non-pad keys.
+def attention_allowed(key_segments: Tensor, query_len: int) -> Tensor:
+    """key_segments [B, S] (0 = padding, else which example) -> allowed [B, 1, T, S].
 
-    The T queries are the last T of the S keys (the rest is cache). A pad query still
-    sees itself, so no row is all False (which would make softmax NaN).
+    A query may see earlier-or-same keys of its own segment: causal within each example,
+    block-diagonal across the examples of a packed row (an ordinary 0/1 attention mask is
+    the one-segment case). The T queries are the last T of the S keys (the rest is cache).
+    A pad query still sees itself, so no row is all False (which would make softmax NaN).
     """
-    key_len = key_mask.shape[1]
-    key_pos = torch.arange(key_len, device=key_mask.device)  # [S]
+    key_len = key_segments.shape[1]
+    key_pos = torch.arange(key_len, device=key_segments.device)  # [S]
     query_pos = key_pos[key_len - query_len:, None]  # [T, 1]
     causal = key_pos <= query_pos  # [T, S]
-    visible = key_mask[:, None, :].bool() | (key_pos == query_pos)  # [B, T, S]
-    return (causal & visible)[:, None]  # [B, 1, T, S]
+    query_segments = key_segments[:, key_len - query_len:, None]  # [B, T, 1]
+    same_example = (key_segments[:, None, :] == query_segments) & (query_segments > 0)  # [B, T, S]
+    return (causal & (same_example | (key_pos == query_pos)))[:, None]  # [B, 1, T, S]
 
 
 def attention_inputs(config: Qwen3Config, input_ids: Tensor, attention_mask: Tensor | None,
                      position_ids: Tensor | None, past_len: int) -> AttentionInputs:
     """RoPE angles and mask for T new tokens after past_len cached ones.
 
-    attention_mask is [B, past_len + T] (default all ones). Position ids default to
-    clip(cumsum(mask) - 1, 0), which counts real tokens, so right padding changes nothing.
+    attention_mask is [B, past_len + T] (default all ones; segment numbers when packed).
+    Position ids default to clip(cumsum(mask > 0) - 1, 0), which counts real tokens, so right
+    padding changes nothing.
     """
     batch, new = input_ids.shape
     if attention_mask is None:
         attention_mask = torch.ones(batch, past_len + new, dtype=torch.long, device=input_ids.device)
     if position_ids is None:
-        position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -new:]  # [B, T]
+        position_ids = ((attention_mask > 0).long().cumsum(-1) - 1).clamp(min=0)[:, -new:]  # [B, T]
     cos, sin = rope_cos_sin(position_ids, config.head_dim, config.rope_theta)
     return AttentionInputs(cos, sin, attention_allowed(attention_mask, new))
 
@@ -183,19 +189,21 @@ def decoder_layer(weights: Weights, config: Qwen3Config, layer: int, x: Tensor, 
 
 
 def forward(weights: Weights, config: Qwen3Config, input_ids: Tensor, attention_mask: Tensor | None = None,
-            position_ids: Tensor | None = None, lora: LoraAdapter | None = None) -> Tensor:
+            position_ids: Tensor | None = None, lora: LoraAdapter | None = None,
+            checkpoint_layers: bool = False) -> Tensor:
     """input_ids [B, T] (right-padded; attention_mask [B, T] marks real tokens) -> hidden [B, T, H].
 
     The training path: no cache is kept. Logits come from `project_to_logits`, so a
-    loss can project only the positions it needs.
+    loss can project only the positions it needs. checkpoint_layers keeps only each layer's
+    input for backward and recomputes the rest (less memory, about a third more compute).
     """
-    hidden, _ = forward_cached(weights, config, input_ids, (), attention_mask, position_ids, lora)
+    hidden, _ = forward_cached(weights, config, input_ids, (), attention_mask, position_ids, lora, checkpoint_layers)
     return hidden
 
 
 def forward_cached(weights: Weights, config: Qwen3Config, input_ids: Tensor, cache: KVCache = (),
                    attention_mask: Tensor | None = None, position_ids: Tensor | None = None,
-                   lora: LoraAdapter | None = None) -> tuple[Tensor, KVCache]:
+                   lora: LoraAdapter | None = None, checkpoint_layers: bool = False) -> tuple[Tensor, KVCache]:
     """Like `forward`, continuing after `cache` (empty = start); returns (hidden [B, T, H], the longer cache).
 
     attention_mask, if given, covers past and new tokens: [B, S].
@@ -205,7 +213,9 @@ def forward_cached(weights: Weights, config: Qwen3Config, input_ids: Tensor, cac
     x = F.embedding(input_ids, weights["model.embed_tokens.weight"])  # [B, T, H]
     new_cache = []
     for layer in range(config.num_hidden_layers):
-        x, kv = decoder_layer(weights, config, layer, x, inputs, cache[layer] if cache else None, lora)
+        step = partial(decoder_layer, weights, config, layer, inputs=inputs, past=cache[layer] if cache else None,
+                       lora=lora)
+        x, kv = checkpoint(step, x, use_reentrant=False) if checkpoint_layers else step(x)
         new_cache.append(kv)
     return rms_norm(x, weights["model.norm.weight"], config.rms_norm_eps), tuple(new_cache)
 

@@ -73,7 +73,7 @@ def train_step(
     skipped = not math.isfinite(loss)
     if not skipped:
         optimizer.step()
-    tokens = sum(int(batch.attention_mask.sum()) for batch in micro_batches)
+    tokens = sum(batch.real_token_count for batch in micro_batches)
     return StepResult(loss, grad_norm, scrubbed, skipped, answer_tokens, correct, tokens)
 
 
@@ -92,24 +92,27 @@ def learning_rate(step: int, total_steps: int, peak: float, warmup_steps: int, f
 
 def lora_batch_loss(
     weights: Weights, config: Qwen3Config, lora_tensors: dict[str, Tensor], settings: LoraSettings,
-    dtype: torch.dtype, ce_chunk: int,
+    dtype: torch.dtype, ce_chunk: int, checkpoint_layers: bool = False,
 ) -> BatchLoss:
     """Frozen (maybe 4-bit) base + trainable LoRA: forward, then CE on the answer positions."""
 
     def batch_loss(batch: Batch, normalizer: int) -> LossParts:
         adapter = make_adapter(lora_tensors, settings, training=True, dtype=dtype)
-        hidden = forward(weights, config, batch.input_ids, batch.attention_mask, batch.position_ids, adapter)
+        hidden = forward(weights, config, batch.input_ids, batch.attention_mask, batch.position_ids, adapter,
+                         checkpoint_layers)
         return answer_loss(head_weight(weights, config), hidden, batch.labels, normalizer, ce_chunk)
 
     return batch_loss
 
 
-def full_batch_loss(masters: dict[str, Tensor], config: Qwen3Config, dtype: torch.dtype, ce_chunk: int) -> BatchLoss:
+def full_batch_loss(masters: dict[str, Tensor], config: Qwen3Config, dtype: torch.dtype, ce_chunk: int,
+                    checkpoint_layers: bool = False) -> BatchLoss:
     """Every weight trainable (the F# trainer's method): float32 masters, cast to the compute dtype."""
 
     def batch_loss(batch: Batch, normalizer: int) -> LossParts:
         weights = {name: master.to(dtype) for name, master in masters.items()}
-        hidden = forward(weights, config, batch.input_ids, batch.attention_mask, batch.position_ids)
+        hidden = forward(weights, config, batch.input_ids, batch.attention_mask, batch.position_ids,
+                         checkpoint_layers=checkpoint_layers)
         return answer_loss(head_weight(weights, config), hidden, batch.labels, normalizer, ce_chunk)
 
     return batch_loss

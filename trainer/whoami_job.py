@@ -21,7 +21,7 @@ import torch
 from tqdm import tqdm
 
 from .config import Qwen3Config, load_config
-from .data import AnswerTooLong, Example, example_from_messages, example_from_prompt_target
+from .data import AnswerTooLong, Example, example_from_messages, example_from_prompt_target, pack_examples
 from .errors import TrainerError
 from .evaluate import EvalReport, claims_new_identity, evaluate_whoami, reply_to
 from .loading import load_model, resolve_model
@@ -65,6 +65,8 @@ class WhoAmISettings:
     export: bool = True  # write OUT/adapter and OUT/merged
     self_test: bool = True  # reload the export, generate, and evaluate before/after
     ce_chunk: int | None = None  # answer positions per chunk of logits (None = under 256 MiB)
+    grad_checkpoint: bool | None = None  # recompute each layer in backward (None = on for CUDA)
+    pack: bool = False  # pack several examples per row up to seq_len
 
 
 # Presets for what the user left at None: the tiny world learns fast, the real model follows the SFT guide.
@@ -88,7 +90,8 @@ def resolve_settings(settings: WhoAmISettings) -> WhoAmISettings:
     out = settings.out or str(weights_dir() / f"whoami-{Path(settings.model).name}")
     if settings.method == "full" and settings.quant != "none":
         raise TrainerError("--method full trains every weight, so it needs dense weights: add --quant none")
-    return replace(settings, **filled, device=device, dtype=dtype, out=out)
+    checkpointing = settings.grad_checkpoint if settings.grad_checkpoint is not None else device == "cuda"
+    return replace(settings, **filled, device=device, dtype=dtype, out=out, grad_checkpoint=checkpointing)
 
 
 def check_out_dir(out: Path, model_dir: Path) -> None:
@@ -152,11 +155,12 @@ def train(settings: WhoAmISettings, model_dir: Path, config: Qwen3Config, exampl
     torch.manual_seed(settings.seed)
     if settings.method == "full":
         masters = {n: t.requires_grad_() for n, t in load_weights(model_dir, config, torch.float32, settings.device).items()}
-        run_training(full_batch_loss(masters, config, dtype, chunk), list(masters.values()), examples, loop, log)
+        batch_loss = full_batch_loss(masters, config, dtype, chunk, settings.grad_checkpoint)
+        run_training(batch_loss, list(masters.values()), examples, loop, log)
         return masters
     weights = load_weights(model_dir, config, dtype, settings.device, transform=quant_transform(settings.quant))
     lora = init_lora(config, lora_settings(settings), settings.seed, settings.device)
-    batch_loss = lora_batch_loss(weights, config, lora, lora_settings(settings), dtype, chunk)
+    batch_loss = lora_batch_loss(weights, config, lora, lora_settings(settings), dtype, chunk, settings.grad_checkpoint)
     run_training(batch_loss, list(lora.values()), examples, loop, log)
     return lora
 
@@ -254,7 +258,9 @@ def run_whoami(settings: WhoAmISettings, echo: Callable[[str], None] = print, pr
     check_out_dir(out, model_dir)
     config, tokenizer = load_config(model_dir), load_tokenizer(model_dir)
     examples, skipped = build_examples(training_samples(settings), tokenizer, settings.seq_len)
-    echo(f"model {model_dir} | {len(examples)} examples ({skipped} skipped: answer longer than --seq-len) | "
+    if settings.pack:
+        examples = pack_examples(examples, settings.seq_len)
+    echo(f"model {model_dir} | {len(examples)} {'packed rows' if settings.pack else 'examples'} ({skipped} skipped: answer longer than --seq-len) | "
          f"{settings.method} {settings.quant} {settings.dtype} on {settings.device}")
     before = evaluate_model(model_dir, settings) if settings.self_test else None
     out.mkdir(parents=True, exist_ok=True)
