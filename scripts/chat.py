@@ -71,7 +71,7 @@ def interactive(model: LoadedModel, adapter: LoraAdapter | None, sampling: dict)
 def main(model_name, adapter, prompt, max_new_tokens, greedy, temperature, top_k, top_p, seed, quant, dtype, device):
     dtype = getattr(torch, dtype)
     model = load_model(model_name, dtype, device, quant)
-    lora = load_inference_adapter(adapter, dtype, device) if adapter else None
+    lora = load_inference_adapter(adapter, model.config, dtype, device) if adapter else None
     sampling = {"max_new_tokens": max_new_tokens, "greedy": greedy, "temperature": temperature,
                 "top_k": top_k, "top_p": top_p, "seed": seed}
     if prompt is None:

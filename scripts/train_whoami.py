@@ -42,6 +42,12 @@ def choice(field: str) -> click.Choice:
 @click.option("--grad-checkpoint/--no-grad-checkpoint", default=None,
               help="Recompute each layer during backward to save memory [default: on for CUDA, off on CPU].")
 @click.option("--pack/--no-pack", default=False, help="Pack several examples per row up to --seq-len.")
+@click.option("--save-every", type=int, default=0, help="Write OUT/checkpoints/step-N every N steps (0 = never).")
+@click.option("--keep-checkpoints", type=int, default=2, help="How many of the newest checkpoints to keep.")
+@click.option("--resume", is_flag=False, flag_value="latest", default=None,
+              help="Continue from the newest checkpoint in OUT (`--resume`) or from a given folder (`--resume PATH`).")
+@click.option("--stop-after", type=int, default=0, help="Stop this run after N steps with a checkpoint (0 = never).")
+@click.option("--max-skips", type=int, default=10, help="Give up after this many non-finite steps in a row.")
 @user_errors_as_messages
 def main(**options) -> None:
     run_whoami(WhoAmISettings(**options), echo=click.echo)

@@ -10,7 +10,8 @@ from pathlib import Path
 import torch
 
 from .config import Qwen3Config, load_config
-from .lora import load_adapter, make_adapter
+from .checkpoint import check_tensors
+from .lora import load_adapter, lora_shapes, make_adapter
 from .model import LoraAdapter, Weights
 from .quant import quant_transform
 from .tiny import TINY_NAME, ensure_tiny_model
@@ -40,7 +41,8 @@ def load_model(name_or_dir: str | Path, dtype: torch.dtype = torch.float32, devi
     return LoadedModel(folder, config, load_tokenizer(folder), weights)
 
 
-def load_inference_adapter(adapter_dir: str | Path, dtype: torch.dtype, device: str) -> LoraAdapter:
-    """A saved PEFT adapter, ready for generation (no dropout)."""
+def load_inference_adapter(adapter_dir: str | Path, config: Qwen3Config, dtype: torch.dtype, device: str) -> LoraAdapter:
+    """A saved PEFT adapter, checked against the model's shapes, ready for generation (no dropout)."""
     tensors, settings = load_adapter(adapter_dir)
+    check_tensors(Path(adapter_dir), tensors, lora_shapes(config, settings))
     return make_adapter({name: t.to(device) for name, t in tensors.items()}, settings, training=False, dtype=dtype)

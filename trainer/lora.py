@@ -66,17 +66,26 @@ def linear_shape(config: Qwen3Config, name: str) -> tuple[int, int]:
     return shapes[name.split(".")[-2]]
 
 
+def lora_shapes(config: Qwen3Config, settings: LoraSettings) -> dict[str, tuple[int, int]]:
+    """PEFT name -> shape of every adapter tensor: A [r, in] and B [out, r]."""
+    shapes = {}
+    for name in target_weight_names(config, settings.targets):
+        out_features, in_features = linear_shape(config, name)
+        a_name, b_name = lora_names(name)
+        shapes[a_name], shapes[b_name] = (settings.r, in_features), (out_features, settings.r)
+    return shapes
+
+
 def init_lora(config: Qwen3Config, settings: LoraSettings, seed: int, device: str | torch.device = "cpu") -> dict[str, Tensor]:
     """Fresh float32 adapter tensors: A ~ U(-1/sqrt(in), 1/sqrt(in)) (PEFT's default), B = 0."""
     generator = torch.Generator().manual_seed(seed)
     tensors = {}
-    for name in target_weight_names(config, settings.targets):
-        out_features, in_features = linear_shape(config, name)
-        bound = 1 / math.sqrt(in_features)
-        a_name, b_name = lora_names(name)
-        a = (torch.rand(settings.r, in_features, generator=generator) * 2 - 1) * bound  # [r, in]
-        tensors[a_name] = a.to(device).requires_grad_()
-        tensors[b_name] = torch.zeros(out_features, settings.r, device=device).requires_grad_()  # [out, r]
+    for name, shape in lora_shapes(config, settings).items():
+        if ".lora_A." in name:
+            tensor = (torch.rand(shape, generator=generator) * 2 - 1) / math.sqrt(shape[1])  # [r, in]
+        else:
+            tensor = torch.zeros(shape)  # [out, r]: the update starts at exactly zero
+        tensors[name] = tensor.to(device).requires_grad_()
     return tensors
 
 

@@ -68,7 +68,7 @@ def pretrain_world(tokenizer: Tokenizer, config: Qwen3Config = TINY, settings: L
     masters = {name: t.requires_grad_() for name, t in random_weights(config, WORLD_SEED).items()}
     examples = [example_from_prompt_target(tokenizer, p.prompt, p.target, seq_len=64) for p in world_pairs()]
     batch_loss = full_batch_loss(masters, config, torch.float32, ce_chunk=512)
-    run_training(batch_loss, list(masters.values()), examples, settings, log)
+    run_training(batch_loss, masters, examples, settings, log)
     return {name: t.detach() for name, t in masters.items()}
 
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from .checkpoint import TrainState, restore_rng
 from .config import Qwen3Config
 from .data import Batch, Example, collate
 from .errors import TrainerError
@@ -70,7 +71,7 @@ def train_step(
         loss, correct = loss + parts.loss.item(), correct + parts.correct
     scrubbed = scrub_non_finite_grads(params)
     grad_norm = float(torch.nn.utils.clip_grad_norm_(params, grad_clip))
-    skipped = not math.isfinite(loss)
+    skipped = not (math.isfinite(loss) and math.isfinite(grad_norm))
     if not skipped:
         optimizer.step()
     tokens = sum(batch.real_token_count for batch in micro_batches)
@@ -139,6 +140,9 @@ class LoopSettings:
     seed: int  # data order seed
     pad_id: int  # padding token id
     device: str = "cpu"
+    save_every: int = 0  # checkpoint every N steps (0 = never)
+    max_skips: int = 10  # stop after this many non-finite steps in a row
+    stop_after: int = 0  # end this run (with a checkpoint) after this many steps (0 = run to `steps`)
 
 
 @functools.lru_cache(maxsize=4)
@@ -169,25 +173,57 @@ def make_optimizer(params: Sequence[Tensor], settings: LoopSettings) -> torch.op
     return torch.optim.AdamW(params, lr=settings.lr, betas=(0.9, 0.999), weight_decay=settings.weight_decay)
 
 
+Checkpointer = Callable[[int, torch.optim.Optimizer], object]  # (finished steps, optimizer) -> saved folder
+
+
 def run_training(
     batch_loss: BatchLoss,
-    params: Sequence[Tensor],
+    params: dict[str, Tensor],
     examples: Sequence[Example],
     settings: LoopSettings,
     log: Callable[[dict], None] = lambda record: None,
+    resume: TrainState | None = None,
+    checkpoint: Checkpointer | None = None,
 ) -> list[StepResult]:
-    """`settings.steps` train_steps with the LR schedule; `log` receives one metrics record per step."""
-    optimizer = make_optimizer(params, settings)
-    results, started = [], time.perf_counter()
-    for step in range(settings.steps):
+    """Steps `resume.step` .. `settings.steps` - 1 with the LR schedule; `log` gets one record per step.
+
+    Resuming restores the trained tensors, AdamW's moments and the random state, and the data
+    order and learning rate are pure functions of the step, so the run continues exactly.
+    Every `settings.save_every` steps, when stopping early (`settings.stop_after`), and before
+    giving up after `settings.max_skips` non-finite steps in a row, `checkpoint` saves the state.
+    """
+    optimizer = make_optimizer(list(params.values()), settings)
+    if resume is not None:
+        restore(params, optimizer, resume)
+    results, started, skips_in_a_row = [], time.perf_counter(), 0
+    last = min(settings.steps, settings.stop_after or settings.steps)
+    for step in range(resume.step if resume else 0, last):
         lr = learning_rate(step, settings.steps, settings.lr, settings.warmup_steps)
         for group in optimizer.param_groups:
             group["lr"] = lr
         step_started = time.perf_counter()
-        result = train_step(batch_loss, params, optimizer, step_batches(examples, step, settings), settings.grad_clip)
+        batches = step_batches(examples, step, settings)
+        result = train_step(batch_loss, list(params.values()), optimizer, batches, settings.grad_clip)
         results.append(result)
         log(metrics_record(step, lr, result, time.perf_counter() - step_started, time.perf_counter() - started))
+        skips_in_a_row = skips_in_a_row + 1 if result.skipped else 0
+        if skips_in_a_row >= settings.max_skips:
+            saved = checkpoint(step + 1, optimizer) if checkpoint else None
+            raise TrainerError(f"stopped at step {step + 1}: {skips_in_a_row} steps in a row had a non-finite loss "
+                               f"or gradient norm; the weights are the last good ones" +
+                               (f", saved in {saved}" if saved else "") + ". Try a lower --lr.")
+        if checkpoint and (step + 1 == last < settings.steps or settings.save_every and (step + 1) % settings.save_every == 0):
+            checkpoint(step + 1, optimizer)
     return results
+
+
+def restore(params: dict[str, Tensor], optimizer: torch.optim.Optimizer, state: TrainState) -> None:
+    """Load a checkpoint's tensors into the live parameters, its moments into AdamW, and its RNG state."""
+    with torch.no_grad():
+        for name, tensor in params.items():
+            tensor.copy_(state.trainable[name])
+    optimizer.load_state_dict(state.optimizer)
+    restore_rng(state.rng)
 
 
 def metrics_record(step: int, lr: float, result: StepResult, step_seconds: float, elapsed: float) -> dict:

@@ -8,6 +8,9 @@ all problems are reported in one error. Pickle formats (.bin, .pt) are never ope
 import json
 import os
 import re
+import shutil
+import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -167,6 +170,21 @@ def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
     temp = path.with_name(f".{path.name}.tmp")
     write(temp)
     os.replace(temp, path)
+
+
+def replace_dir(final: Path, build: Callable[[Path], None]) -> None:
+    """Build a folder under a temporary name beside `final`, then swap it in: never half a folder."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    temp = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=final.parent))
+    try:
+        build(temp)
+        if final.exists():
+            old = final.with_name(f".{final.name}-old-{time.time_ns()}")
+            final.rename(old)
+            shutil.rmtree(old)
+        temp.rename(final)
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 def write_tensors(weights: dict[str, Tensor], path: Path) -> None:

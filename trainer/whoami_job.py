@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from .checkpoint import load_checkpoint, resolve_resume, save_checkpoint
 from .config import Qwen3Config, load_config
 from .data import AnswerTooLong, Example, example_from_messages, example_from_prompt_target, pack_examples
 from .errors import TrainerError
@@ -32,8 +33,8 @@ from .quant import quant_transform
 from .readers import Conversation, PromptTarget, Sample, read_samples
 from .tiny import TINY_NAME, write_model_dir
 from .tokenizer import Tokenizer, load_tokenizer
-from .train import LoopSettings, full_batch_loss, lora_batch_loss, run_training
-from .weights import load_weights, resolve_model_dir, write_atomic
+from .train import BatchLoss, LoopSettings, full_batch_loss, lora_batch_loss, run_training
+from .weights import load_weights, replace_dir, resolve_model_dir, write_atomic
 from .whoami import NEW_IDENTITY, split_control_facts, whoami_data
 
 DEFAULT_MODEL = "Qwen/Qwen3-4B-Instruct-2507"
@@ -67,6 +68,11 @@ class WhoAmISettings:
     ce_chunk: int | None = None  # answer positions per chunk of logits (None = under 256 MiB)
     grad_checkpoint: bool | None = None  # recompute each layer in backward (None = on for CUDA)
     pack: bool = False  # pack several examples per row up to seq_len
+    save_every: int = 0  # write OUT/checkpoints/step-N every N steps (0 = never)
+    keep_checkpoints: int = 2  # how many of the newest checkpoints to keep
+    resume: str | None = None  # "latest" or a checkpoint folder
+    stop_after: int = 0  # stop this run after N steps with a checkpoint, to --resume later (0 = never)
+    max_skips: int = 10  # give up after this many non-finite steps in a row
 
 
 # Presets for what the user left at None: the tiny world learns fast, the real model follows the SFT guide.
@@ -128,7 +134,13 @@ def build_example(sample: Sample, tokenizer: Tokenizer, seq_len: int) -> Example
 
 
 def training_samples(settings: WhoAmISettings) -> list[Sample]:
-    return list(whoami_data(NEW_IDENTITY).train) if settings.data is None else read_samples(settings.data)
+    """The built-in who-am-i set, or the rows of --data (an empty file is an error, not a no-op run)."""
+    if settings.data is None:
+        return list(whoami_data(NEW_IDENTITY).train)
+    samples = read_samples(settings.data)
+    if not samples:
+        raise TrainerError(f"{settings.data}: no training rows (the file is empty after skipping comments and blank lines)")
+    return samples
 
 
 # ---------------------------------------------------------------------------
@@ -140,29 +152,37 @@ def loop_settings(settings: WhoAmISettings, tokenizer: Tokenizer) -> LoopSetting
     return LoopSettings(steps=settings.steps, batch_size=settings.batch_size, grad_accum=settings.grad_accum,
                         lr=settings.lr, warmup_steps=max(1, round(0.05 * settings.steps)), grad_clip=settings.grad_clip,
                         weight_decay=0.01 if settings.method == "lora" else 0.0, seed=settings.seed,
-                        pad_id=tokenizer.endoftext_id, device=settings.device)
+                        pad_id=tokenizer.endoftext_id, device=settings.device, save_every=settings.save_every,
+                        max_skips=settings.max_skips, stop_after=settings.stop_after)
 
 
 def lora_settings(settings: WhoAmISettings) -> LoraSettings:
     return LoraSettings(settings.lora_r, settings.lora_alpha, settings.lora_dropout)
 
 
-def train(settings: WhoAmISettings, model_dir: Path, config: Qwen3Config, examples: list[Example],
-          tokenizer: Tokenizer, log: Callable[[dict], None]) -> dict[str, torch.Tensor]:
-    """Train and return what was learned: LoRA tensors (lora) or every weight (full), float32."""
-    dtype, loop = getattr(torch, settings.dtype), loop_settings(settings, tokenizer)
-    chunk = settings.ce_chunk or default_ce_chunk(config.vocab_size)
-    torch.manual_seed(settings.seed)
+def trainable_and_loss(settings: WhoAmISettings, model_dir: Path, config: Qwen3Config
+                       ) -> tuple[dict[str, torch.Tensor], BatchLoss]:
+    """The tensors to train (float32) and the loss of a micro-batch, for --method lora or full."""
+    dtype, chunk = getattr(torch, settings.dtype), settings.ce_chunk or default_ce_chunk(config.vocab_size)
     if settings.method == "full":
         masters = {n: t.requires_grad_() for n, t in load_weights(model_dir, config, torch.float32, settings.device).items()}
-        batch_loss = full_batch_loss(masters, config, dtype, chunk, settings.grad_checkpoint)
-        run_training(batch_loss, list(masters.values()), examples, loop, log)
-        return masters
+        return masters, full_batch_loss(masters, config, dtype, chunk, settings.grad_checkpoint)
     weights = load_weights(model_dir, config, dtype, settings.device, transform=quant_transform(settings.quant))
     lora = init_lora(config, lora_settings(settings), settings.seed, settings.device)
-    batch_loss = lora_batch_loss(weights, config, lora, lora_settings(settings), dtype, chunk, settings.grad_checkpoint)
-    run_training(batch_loss, list(lora.values()), examples, loop, log)
-    return lora
+    return lora, lora_batch_loss(weights, config, lora, lora_settings(settings), dtype, chunk, settings.grad_checkpoint)
+
+
+def train(settings: WhoAmISettings, model_dir: Path, config: Qwen3Config, examples: list[Example],
+          tokenizer: Tokenizer, log: Callable[[dict], None], out: Path) -> dict[str, torch.Tensor]:
+    """Train (or continue a checkpoint) and return what was learned: LoRA tensors or every weight."""
+    torch.manual_seed(settings.seed)
+    params, batch_loss = trainable_and_loss(settings, model_dir, config)
+    root = out / "checkpoints"
+    shapes = {name: tuple(t.shape) for name, t in params.items()}
+    resume = load_checkpoint(resolve_resume(settings.resume, root), shapes) if settings.resume else None
+    save = lambda step, optimizer: save_checkpoint(root, step, params, optimizer, settings.keep_checkpoints)  # noqa: E731
+    run_training(batch_loss, params, examples, loop_settings(settings, tokenizer), log, resume, save)
+    return params
 
 
 # ---------------------------------------------------------------------------
@@ -170,23 +190,11 @@ def train(settings: WhoAmISettings, model_dir: Path, config: Qwen3Config, exampl
 # ---------------------------------------------------------------------------
 
 
-def replace_dir(final: Path, build: Callable[[Path], None]) -> None:
-    """Build a folder under a temporary name beside `final`, then swap it in: never half a folder."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    temp = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=final.parent))
-    try:
-        build(temp)
-        if final.exists():
-            old = final.with_name(f".{final.name}-old-{time.time_ns()}")
-            final.rename(old)
-            shutil.rmtree(old)
-        temp.rename(final)
-    finally:
-        shutil.rmtree(temp, ignore_errors=True)
-
-
 def export(settings: WhoAmISettings, model_dir: Path, config: Qwen3Config, learned: dict[str, torch.Tensor], out: Path) -> None:
-    """OUT/adapter (PEFT layout, LoRA only) and OUT/merged (HF layout, bf16)."""
+    """OUT/adapter (PEFT layout, LoRA only) and OUT/merged (HF layout, bf16); never non-finite values."""
+    broken = [name for name, tensor in learned.items() if not torch.isfinite(tensor).all()]
+    if broken:
+        raise TrainerError(f"not exporting: non-finite values in {', '.join(broken[:3])}; resume from a checkpoint")
     if settings.method == "lora":
         replace_dir(out / "adapter", lambda d: save_adapter(learned, lora_settings(settings), settings.model, d))
         scale = lora_settings(settings).scale
@@ -249,25 +257,26 @@ def self_test(merged_dir: Path, settings: WhoAmISettings) -> str:
     return reply
 
 
-def run_whoami(settings: WhoAmISettings, echo: Callable[[str], None] = print, progress: bool = True) -> JobReport:
-    """The whole job; returns plain numbers and writes OUT/. Raises TrainerError on bad input."""
-    started = time.perf_counter()
-    settings = resolve_settings(settings)
-    out = Path(settings.out)
-    model_dir = resolve_model(settings.model)
-    check_out_dir(out, model_dir)
-    config, tokenizer = load_config(model_dir), load_tokenizer(model_dir)
-    examples, skipped = build_examples(training_samples(settings), tokenizer, settings.seq_len)
-    if settings.pack:
-        examples = pack_examples(examples, settings.seq_len)
-    echo(f"model {model_dir} | {len(examples)} {'packed rows' if settings.pack else 'examples'} ({skipped} skipped: answer longer than --seq-len) | "
-         f"{settings.method} {settings.quant} {settings.dtype} on {settings.device}")
-    before = evaluate_model(model_dir, settings) if settings.self_test else None
-    out.mkdir(parents=True, exist_ok=True)
-    save_json(out / "train_config.json", asdict(settings))
-    losses = []
-    with (out / "metrics.jsonl").open("w", encoding="utf-8") as metrics, \
-            tqdm(total=settings.steps, desc="train", disable=None if progress else True, dynamic_ncols=True) as bar:
+def metrics_file(out: Path, resume_step: int | None):
+    """OUT/metrics.jsonl opened for this run: fresh, or (on resume) keeping the steps already done."""
+    path = out / "metrics.jsonl"
+    kept = []
+    if resume_step is not None and path.is_file():
+        kept = [line for line in path.read_text(encoding="utf-8").splitlines()
+                if line.strip() and json.loads(line)["step"] <= resume_step]
+    path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+    return path.open("a", encoding="utf-8")
+
+
+def train_with_metrics(settings: WhoAmISettings, model_dir: Path, config: Qwen3Config, examples: list[Example],
+                       tokenizer: Tokenizer, out: Path, progress: bool) -> tuple[dict[str, torch.Tensor], list[float]]:
+    """Train with a progress bar (loss, tokens/s), one metrics.jsonl line per step."""
+    resume_step = None
+    if settings.resume:
+        resume_step = int(json.loads((resolve_resume(settings.resume, out / "checkpoints") / "state.json").read_text())["step"])
+    losses: list[float] = []
+    with metrics_file(out, resume_step) as metrics, tqdm(total=settings.steps, initial=resume_step or 0, desc="train",
+                                                         disable=None if progress else True, dynamic_ncols=True) as bar:
         def log(record: dict) -> None:
             metrics.write(json.dumps(record) + "\n")
             metrics.flush()
@@ -275,19 +284,47 @@ def run_whoami(settings: WhoAmISettings, echo: Callable[[str], None] = print, pr
             bar.set_postfix(loss=f"{record['loss']:.4f}", tok_s=f"{record['tokens_per_s']:.0f}")
             bar.update(1)
 
-        learned = train(settings, model_dir, config, examples, tokenizer, log)
-    if not settings.export:
-        return JobReport(settings, losses[-1], skipped, None, before, None, time.perf_counter() - started)
+        learned = train(settings, model_dir, config, examples, tokenizer, log, out)
+    return learned, losses
+
+
+def run_whoami(settings: WhoAmISettings, echo: Callable[[str], None] = print, progress: bool = True) -> JobReport:
+    """The whole job; returns plain numbers and writes OUT/. Raises TrainerError on bad input."""
+    started = time.perf_counter()
+    settings = resolve_settings(settings)
+    out, model_dir = Path(settings.out), resolve_model(settings.model)
+    check_out_dir(out, model_dir)
+    config, tokenizer = load_config(model_dir), load_tokenizer(model_dir)
+    examples, skipped = build_examples(training_samples(settings), tokenizer, settings.seq_len)
+    examples = pack_examples(examples, settings.seq_len) if settings.pack else examples
+    echo(f"model {model_dir} | {len(examples)} {'packed rows' if settings.pack else 'examples'} "
+         f"({skipped} skipped: answer longer than --seq-len) | "
+         f"{settings.method} {settings.quant} {settings.dtype} on {settings.device}")
+    before = evaluate_model(model_dir, settings) if settings.self_test else None
+    out.mkdir(parents=True, exist_ok=True)
+    save_json(out / "train_config.json", asdict(settings))
+    learned, losses = train_with_metrics(settings, model_dir, config, examples, tokenizer, out, progress)
+    report = JobReport(settings, losses[-1] if losses else float("nan"), skipped, None, before, None, 0.0)
+    if settings.stop_after and settings.stop_after < settings.steps:
+        echo(f"stopped after step {settings.stop_after}; continue with --resume")
+    elif settings.export:
+        report = export_and_check(settings, model_dir, config, learned, out, report, echo)
+    return replace(report, seconds=time.perf_counter() - started)
+
+
+def export_and_check(settings: WhoAmISettings, model_dir: Path, config: Qwen3Config, learned: dict[str, torch.Tensor],
+                     out: Path, report: JobReport, echo: Callable[[str], None]) -> JobReport:
+    """Export, then (unless --no-self-test) self-test and the before/after table."""
     export(settings, model_dir, config, learned, out)
     echo(f"exported {out / 'merged'}" + (f" and {out / 'adapter'}" if settings.method == "lora" else ""))
     if not settings.self_test:
-        return JobReport(settings, losses[-1], skipped, None, before, None, time.perf_counter() - started)
+        return report
     reply = self_test(out / "merged", settings)
     echo(f"self-test: 你是誰 -> {reply}")
     after = evaluate_model(out / "merged", settings)
-    save_json(out / "eval.json", {"before": asdict(before), "after": asdict(after)})
-    echo(eval_table(before, after))
-    return JobReport(settings, losses[-1], skipped, reply, before, after, time.perf_counter() - started)
+    save_json(out / "eval.json", {"before": asdict(report.before), "after": asdict(after)})
+    echo(eval_table(report.before, after))
+    return replace(report, self_test_reply=reply, after=after)
 
 
 def eval_table(before: EvalReport, after: EvalReport) -> str:
