@@ -54,6 +54,33 @@ def scrub_non_finite_grads(params: Sequence[Tensor]) -> int:
     return scrubbed
 
 
+def is_distributed() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
+def rank_and_world() -> tuple[int, int]:
+    """(this process's rank, number of processes); (0, 1) without torchrun."""
+    return (torch.distributed.get_rank(), torch.distributed.get_world_size()) if is_distributed() else (0, 1)
+
+
+def global_sum(value: float, device: torch.device | str) -> float:
+    """Add a number over all processes (itself when not distributed)."""
+    if not is_distributed():
+        return value
+    total = torch.tensor(float(value), dtype=torch.float64, device=device)
+    torch.distributed.all_reduce(total)
+    return float(total)
+
+
+def sum_gradients(params: Sequence[Tensor]) -> None:
+    """All-reduce every gradient: each process's loss is already divided by the GLOBAL answer-token
+    count, so the sum over processes is the gradient of the whole global batch."""
+    if is_distributed():
+        for param in params:
+            if param.grad is not None:
+                torch.distributed.all_reduce(param.grad)
+
+
 def train_step(
     batch_loss: BatchLoss,
     params: Sequence[Tensor],
@@ -61,21 +88,25 @@ def train_step(
     micro_batches: Sequence[Batch],
     grad_clip: float,
 ) -> StepResult:
-    """One update from several micro-batches (gradient accumulation); returns plain numbers."""
+    """One update from several micro-batches (gradient accumulation, and with torchrun every
+    process's share of the global batch); returns plain numbers, the same on every process."""
     optimizer.zero_grad(set_to_none=True)
-    answer_tokens = sum(batch.answer_token_count for batch in micro_batches)
+    device = micro_batches[0].input_ids.device
+    answer_tokens = int(global_sum(sum(batch.answer_token_count for batch in micro_batches), device))
     loss, correct = 0.0, 0
     for batch in micro_batches:
-        parts = batch_loss(batch, answer_tokens)  # summed CE / answer_tokens of the whole step
+        parts = batch_loss(batch, answer_tokens)  # summed CE / answer_tokens of the whole (global) step
         parts.loss.backward()
         loss, correct = loss + parts.loss.item(), correct + parts.correct
+    sum_gradients(params)
     scrubbed = scrub_non_finite_grads(params)
     grad_norm = float(torch.nn.utils.clip_grad_norm_(params, grad_clip))
+    loss = global_sum(loss, device)
     skipped = not (math.isfinite(loss) and math.isfinite(grad_norm))
     if not skipped:
         optimizer.step()
-    tokens = sum(batch.real_token_count for batch in micro_batches)
-    return StepResult(loss, grad_norm, scrubbed, skipped, answer_tokens, correct, tokens)
+    tokens = int(global_sum(sum(batch.real_token_count for batch in micro_batches), device))
+    return StepResult(loss, grad_norm, scrubbed, skipped, answer_tokens, int(global_sum(correct, device)), tokens)
 
 
 def learning_rate(step: int, total_steps: int, peak: float, warmup_steps: int, floor: float = 0.1) -> float:
@@ -162,10 +193,17 @@ def step_indices(n_examples: int, step: int, per_step: int, seed: int) -> list[i
 
 
 def step_batches(examples: Sequence[Example], step: int, settings: LoopSettings) -> list[Batch]:
-    """The step's micro-batches, collated and on the training device."""
-    per_step = settings.batch_size * settings.grad_accum
-    chosen = [examples[i] for i in step_indices(len(examples), step, per_step, settings.seed)]
-    groups = [chosen[i : i + settings.batch_size] for i in range(0, per_step, settings.batch_size)]
+    """This process's micro-batches for `step`, collated and on the training device.
+
+    A step takes batch_size * grad_accum examples per process; with torchrun, process r
+    takes the r-th slice of the global selection, so N processes x batch b see exactly the
+    examples of 1 process x batch N*b.
+    """
+    rank, world = rank_and_world()
+    per_process = settings.batch_size * settings.grad_accum
+    indices = step_indices(len(examples), step, per_process * world, settings.seed)
+    chosen = [examples[i] for i in indices[rank * per_process:(rank + 1) * per_process]]
+    groups = [chosen[i : i + settings.batch_size] for i in range(0, per_process, settings.batch_size)]
     return [move_batch(collate(group, settings.pad_id), settings.device) for group in groups]
 
 

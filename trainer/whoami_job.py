@@ -10,6 +10,7 @@
 """
 
 import json
+import os
 import shutil
 import tempfile
 import time
@@ -33,7 +34,8 @@ from .quant import quant_transform
 from .readers import Conversation, PromptTarget, Sample, read_samples
 from .tiny import TINY_NAME, write_model_dir
 from .tokenizer import Tokenizer, load_tokenizer
-from .train import BatchLoss, LoopSettings, full_batch_loss, lora_batch_loss, run_training
+from .train import (BatchLoss, LoopSettings, full_batch_loss, is_distributed, lora_batch_loss, rank_and_world,
+                    run_training)
 from .weights import load_weights, replace_dir, resolve_model_dir, write_atomic
 from .whoami import NEW_IDENTITY, split_control_facts, whoami_data
 
@@ -98,6 +100,20 @@ def resolve_settings(settings: WhoAmISettings) -> WhoAmISettings:
         raise TrainerError("--method full trains every weight, so it needs dense weights: add --quant none")
     checkpointing = settings.grad_checkpoint if settings.grad_checkpoint is not None else device == "cuda"
     return replace(settings, **filled, device=device, dtype=dtype, out=out, grad_checkpoint=checkpointing)
+
+
+def start_distributed(settings: WhoAmISettings) -> WhoAmISettings:
+    """Under torchrun (WORLD_SIZE > 1): join the process group (NCCL on GPUs, gloo on CPUs) and
+    give each process its own GPU. Without torchrun nothing happens."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or is_distributed():
+        return settings
+    cuda = settings.device == "cuda"
+    torch.distributed.init_process_group(backend="nccl" if cuda else "gloo")
+    if not cuda:
+        return settings
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    torch.cuda.set_device(local_rank)
+    return replace(settings, device=f"cuda:{local_rank}")
 
 
 def check_out_dir(out: Path, model_dir: Path) -> None:
@@ -181,7 +197,8 @@ def train(settings: WhoAmISettings, model_dir: Path, config: Qwen3Config, exampl
     shapes = {name: tuple(t.shape) for name, t in params.items()}
     resume = load_checkpoint(resolve_resume(settings.resume, root), shapes) if settings.resume else None
     save = lambda step, optimizer: save_checkpoint(root, step, params, optimizer, settings.keep_checkpoints)  # noqa: E731
-    run_training(batch_loss, params, examples, loop_settings(settings, tokenizer), log, resume, save)
+    main = rank_and_world()[0] == 0  # with torchrun, only rank 0 writes files
+    run_training(batch_loss, params, examples, loop_settings(settings, tokenizer), log, resume, save if main else None)
     return params
 
 
@@ -275,8 +292,10 @@ def train_with_metrics(settings: WhoAmISettings, model_dir: Path, config: Qwen3C
     if settings.resume:
         resume_step = int(json.loads((resolve_resume(settings.resume, out / "checkpoints") / "state.json").read_text())["step"])
     losses: list[float] = []
-    with metrics_file(out, resume_step) as metrics, tqdm(total=settings.steps, initial=resume_step or 0, desc="train",
-                                                         disable=None if progress else True, dynamic_ncols=True) as bar:
+    main = rank_and_world()[0] == 0
+    metrics_sink = metrics_file(out, resume_step) if main else open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115
+    with metrics_sink as metrics, tqdm(total=settings.steps, initial=resume_step or 0, desc="train",
+                                       disable=None if progress and main else True, dynamic_ncols=True) as bar:
         def log(record: dict) -> None:
             metrics.write(json.dumps(record) + "\n")
             metrics.flush()
@@ -289,9 +308,15 @@ def train_with_metrics(settings: WhoAmISettings, model_dir: Path, config: Qwen3C
 
 
 def run_whoami(settings: WhoAmISettings, echo: Callable[[str], None] = print, progress: bool = True) -> JobReport:
-    """The whole job; returns plain numbers and writes OUT/. Raises TrainerError on bad input."""
+    """The whole job; returns plain numbers and writes OUT/. Raises TrainerError on bad input.
+
+    Under torchrun every process trains on its share of each batch; only rank 0 evaluates,
+    writes files and prints.
+    """
     started = time.perf_counter()
-    settings = resolve_settings(settings)
+    settings = start_distributed(resolve_settings(settings))
+    main = rank_and_world()[0] == 0
+    echo = echo if main else (lambda text: None)
     out, model_dir = Path(settings.out), resolve_model(settings.model)
     check_out_dir(out, model_dir)
     config, tokenizer = load_config(model_dir), load_tokenizer(model_dir)
@@ -299,16 +324,19 @@ def run_whoami(settings: WhoAmISettings, echo: Callable[[str], None] = print, pr
     examples = pack_examples(examples, settings.seq_len) if settings.pack else examples
     echo(f"model {model_dir} | {len(examples)} {'packed rows' if settings.pack else 'examples'} "
          f"({skipped} skipped: answer longer than --seq-len) | "
-         f"{settings.method} {settings.quant} {settings.dtype} on {settings.device}")
-    before = evaluate_model(model_dir, settings) if settings.self_test else None
-    out.mkdir(parents=True, exist_ok=True)
-    save_json(out / "train_config.json", asdict(settings))
+         f"{settings.method} {settings.quant} {settings.dtype} on {settings.device} x {rank_and_world()[1]}")
+    before = evaluate_model(model_dir, settings) if settings.self_test and main else None
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
+        save_json(out / "train_config.json", asdict(settings))
     learned, losses = train_with_metrics(settings, model_dir, config, examples, tokenizer, out, progress)
     report = JobReport(settings, losses[-1] if losses else float("nan"), skipped, None, before, None, 0.0)
     if settings.stop_after and settings.stop_after < settings.steps:
         echo(f"stopped after step {settings.stop_after}; continue with --resume")
-    elif settings.export:
+    elif settings.export and main:
         report = export_and_check(settings, model_dir, config, learned, out, report, echo)
+    if is_distributed():
+        torch.distributed.barrier()
     return replace(report, seconds=time.perf_counter() - started)
 
 
