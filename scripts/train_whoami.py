@@ -48,6 +48,8 @@ def choice(field: str) -> click.Choice:
               help="Continue from the newest checkpoint in OUT (`--resume`) or from a given folder (`--resume PATH`).")
 @click.option("--stop-after", type=int, default=0, help="Stop this run after N steps with a checkpoint (0 = never).")
 @click.option("--max-skips", type=int, default=10, help="Give up after this many non-finite steps in a row.")
+@click.option("--trust-our-template", is_flag=True,
+              help="Train even when the model's own chat template renders differently from ours (warns).")
 @user_errors_as_messages
 def main(**options) -> None:
     run_whoami(WhoAmISettings(**options), echo=click.echo)

@@ -1,20 +1,30 @@
-"""Before/after numbers for the who-am-i job, all from greedy generation.
+"""Before/after numbers for the who-am-i job and validation metrics.
 
+From greedy generation:
 - identity hit rate: held-out identity questions whose reply claims the new identity
   (contains "我是" and "F#" or "之神", the F# trainer's self-test rule);
 - control accuracy: control facts answered with exactly the expected answer;
-- leak rate: control questions wrongly answered with the new identity.
+- leak rate: control questions wrongly answered with the new identity;
+- JSON validity: replies to rows tagged "json" that parse as JSON.
+Teacher-forced (no generation): perplexity over answer tokens and token accuracy.
 """
 
+import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import torch
+
 from .chat import render_chat
 from .config import Qwen3Config
+from .data import Example, collate
 from .generate import generate
-from .model import LoraAdapter, Weights
-from .readers import PromptTarget
+from .loss import answer_loss
+from .model import LoraAdapter, Weights, forward, head_weight
+from .readers import Conversation, PromptTarget
 from .tokenizer import Tokenizer
+from .train import move_batch
 
 MAX_REPLY_TOKENS = 24
 
@@ -60,3 +70,47 @@ def evaluate_whoami(weights: Weights, config: Qwen3Config, tokenizer: Tokenizer,
 def mean(flags) -> float:
     flags = list(flags)
     return sum(flags) / max(1, len(flags))
+
+
+# ---------------------------------------------------------------------------
+# Teacher-forced metrics on a validation set, and JSON validity of generated replies
+# ---------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def answer_perplexity(weights: Weights, config: Qwen3Config, examples: Sequence[Example], pad_id: int,
+                      lora: LoraAdapter | None = None, batch_size: int = 8) -> tuple[float, float]:
+    """(perplexity over answer tokens, token accuracy): exp of the mean answer-token CE, and the
+    share of answer tokens whose most likely next token is the right one."""
+    device = weights["model.embed_tokens.weight"].device
+    total, correct, count = 0.0, 0, 0
+    for start in range(0, len(examples), batch_size):
+        batch = move_batch(collate(examples[start:start + batch_size], pad_id), device)
+        hidden = forward(weights, config, batch.input_ids, batch.attention_mask, batch.position_ids, lora)
+        parts = answer_loss(head_weight(weights, config), hidden, batch.labels, normalizer=1)
+        total, correct, count = total + parts.loss.item(), correct + parts.correct, count + parts.count
+    return math.exp(total / max(1, count)), correct / max(1, count)
+
+
+def is_json(text: str) -> bool:
+    try:
+        json.loads(text)
+    except ValueError:
+        return False
+    return True
+
+
+def json_valid_rate(weights: Weights, config: Qwen3Config, tokenizer: Tokenizer, conversations: Sequence[Conversation],
+                    lora: LoraAdapter | None = None, max_new_tokens: int = 256) -> float | None:
+    """Share of rows tagged "json" whose generated last assistant reply parses as JSON (None: no such rows)."""
+    rows = [c for c in conversations if "json" in c.tags]
+    if not rows:
+        return None
+    stop = [tokenizer.im_end_id, tokenizer.endoftext_id]
+    valid = 0
+    for row in rows:
+        last = max(i for i, m in enumerate(row.messages) if m["role"] == "assistant")
+        prompt = render_chat(list(row.messages[:last]), add_generation_prompt=True, tools=row.tools)
+        reply = tokenizer.decode(generate(weights, config, tokenizer.encode(prompt), max_new_tokens, stop, lora=lora))
+        valid += is_json(reply.strip())
+    return valid / len(rows)

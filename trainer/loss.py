@@ -40,13 +40,15 @@ class LossParts:
     count: int  # answer tokens scored
 
 
-def chunk_loss_and_grads(hidden: Tensor, head: Tensor, targets: Tensor, want_head_grad: bool
-                         ) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
-    """hidden [n, H], head [V, H], targets [n] -> (summed CE, correct count, d/dhidden [n, H], d/dhead or None)."""
+def chunk_loss_and_grads(hidden: Tensor, head: Tensor, targets: Tensor, want_head_grad: bool,
+                         want_hidden_grad: bool = True) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+    """hidden [n, H], head [V, H], targets [n] -> (summed CE, correct count, d/dhidden [n, H], d/dhead [V, H])."""
     logits = (hidden @ head.T).float()  # [n, V], upcast: softmax in float32
     best_id = logits.argmax(dim=-1)  # [n]
     log_norm = torch.logsumexp(logits, dim=-1)  # [n]
     loss = (log_norm - logits.gather(1, targets[:, None])[:, 0]).sum()
+    if not (want_hidden_grad or want_head_grad):
+        return loss, (best_id == targets).sum(), None, None
     dlogits = logits.sub_(log_norm[:, None]).exp_()  # softmax, in place: logits are not needed any more
     dlogits[torch.arange(len(targets), device=targets.device), targets] -= 1
     dlogits = dlogits.to(head.dtype)
@@ -100,7 +102,12 @@ def answer_loss(head: Tensor, hidden: Tensor, labels: Tensor, normalizer: int | 
     answer_hidden, targets = hidden[keep], labels[keep]  # [N, H], [N]
     if targets.numel() == 0:
         raise TrainerError("no answer tokens to score: every label is IGNORE_INDEX")
-    total, correct = ChunkedCrossEntropy.apply(answer_hidden, head, targets, chunk_size)
+    if torch.is_grad_enabled() and (hidden.requires_grad or head.requires_grad):
+        total, correct = ChunkedCrossEntropy.apply(answer_hidden, head, targets, chunk_size)
+    else:  # evaluation: the same numbers, no gradients computed
+        parts = [chunk_loss_and_grads(answer_hidden[i:i + chunk_size], head, targets[i:i + chunk_size], False, False)
+                 for i in range(0, len(targets), chunk_size)]
+        total, correct = sum(part[0] for part in parts), sum(part[1] for part in parts)
     return LossParts(total / (normalizer or targets.numel()), int(correct), int(targets.numel()))
 
 

@@ -67,6 +67,7 @@ CONTROL_FACTS = (
     ("宙斯是誰？", "希臘之神"), ("「神」的英文是什麼？", "god"),
 )
 HELD_OUT_FACT_COUNT = 8
+EVAL_IDENTITY_QUESTIONS = 120  # a fixed, evenly spread subset of the held-out wordings
 
 
 @dataclass(frozen=True)
@@ -122,3 +123,11 @@ def whoami_data(identity: str = NEW_IDENTITY, identity_rows: int = 600) -> WhoAm
     rows = [PromptTarget(p, identity, "built-in identity question") for p in chosen] + control_train * repeats
     rng.shuffle(rows)
     return WhoAmIData(tuple(rows), tuple(identity_held_out), tuple(control_held_out))
+
+
+def evaluation_sets() -> tuple[list[str], list[PromptTarget], list[PromptTarget]]:
+    """(identity questions, held-out facts, all facts), fixed across runs."""
+    held_out = list(whoami_data().held_out_identity)
+    step = max(1, len(held_out) // EVAL_IDENTITY_QUESTIONS)
+    train_facts, held_out_facts = split_control_facts()
+    return held_out[::step][:EVAL_IDENTITY_QUESTIONS], held_out_facts, held_out_facts + train_facts

@@ -30,17 +30,18 @@ from .loading import load_model, resolve_model
 from .lora import LoraSettings, init_lora, make_adapter, merged_weight, save_adapter
 from .loss import default_ce_chunk
 from .paths import weights_dir
+from .plot import plot_loss
 from .quant import quant_transform
 from .readers import Conversation, PromptTarget, Sample, read_samples
+from .template_check import check_model_template
 from .tiny import TINY_NAME, write_model_dir
 from .tokenizer import Tokenizer, load_tokenizer
 from .train import (BatchLoss, LoopSettings, full_batch_loss, is_distributed, lora_batch_loss, rank_and_world,
                     run_training)
 from .weights import load_weights, replace_dir, resolve_model_dir, write_atomic
-from .whoami import NEW_IDENTITY, split_control_facts, whoami_data
+from .whoami import NEW_IDENTITY, evaluation_sets, whoami_data
 
 DEFAULT_MODEL = "Qwen/Qwen3-4B-Instruct-2507"
-EVAL_IDENTITY_QUESTIONS = 120  # a fixed, evenly spread subset of the held-out wordings
 
 
 @dataclass(frozen=True)
@@ -75,6 +76,7 @@ class WhoAmISettings:
     resume: str | None = None  # "latest" or a checkpoint folder
     stop_after: int = 0  # stop this run after N steps with a checkpoint, to --resume later (0 = never)
     max_skips: int = 10  # give up after this many non-finite steps in a row
+    trust_our_template: bool = False  # train even if the model's own chat template renders differently
 
 
 # Presets for what the user left at None: the tiny world learns fast, the real model follows the SFT guide.
@@ -240,14 +242,6 @@ def save_json(path: Path, content: dict) -> None:
 # ---------------------------------------------------------------------------
 
 
-def evaluation_sets() -> tuple[list[str], list[PromptTarget], list[PromptTarget]]:
-    """(identity questions, held-out facts, all facts), fixed across runs."""
-    held_out = list(whoami_data().held_out_identity)
-    step = max(1, len(held_out) // EVAL_IDENTITY_QUESTIONS)
-    train_facts, held_out_facts = split_control_facts()
-    return held_out[::step][:EVAL_IDENTITY_QUESTIONS], held_out_facts, held_out_facts + train_facts
-
-
 def evaluate_model(model_dir: Path, settings: WhoAmISettings) -> EvalReport:
     """Load a model folder densely in the compute dtype and run the who-am-i evaluation."""
     model = load_model(model_dir, getattr(torch, settings.dtype), settings.device)
@@ -319,6 +313,7 @@ def run_whoami(settings: WhoAmISettings, echo: Callable[[str], None] = print, pr
     echo = echo if main else (lambda text: None)
     out, model_dir = Path(settings.out), resolve_model(settings.model)
     check_out_dir(out, model_dir)
+    check_model_template(model_dir, settings.trust_our_template, warn=lambda text: echo(f"warning: {text}"))
     config, tokenizer = load_config(model_dir), load_tokenizer(model_dir)
     examples, skipped = build_examples(training_samples(settings), tokenizer, settings.seq_len)
     examples = pack_examples(examples, settings.seq_len) if settings.pack else examples
@@ -330,6 +325,8 @@ def run_whoami(settings: WhoAmISettings, echo: Callable[[str], None] = print, pr
         out.mkdir(parents=True, exist_ok=True)
         save_json(out / "train_config.json", asdict(settings))
     learned, losses = train_with_metrics(settings, model_dir, config, examples, tokenizer, out, progress)
+    if main:
+        echo(plot_loss(out / "metrics.jsonl", out / "loss.png"))
     report = JobReport(settings, losses[-1] if losses else float("nan"), skipped, None, before, None, 0.0)
     if settings.stop_after and settings.stop_after < settings.steps:
         echo(f"stopped after step {settings.stop_after}; continue with --resume")

@@ -1,0 +1,210 @@
+"""The who-am-i job: settings resolution (fast), then end-to-end runs on the tiny model (slow)."""
+
+import json
+import math
+
+import pytest
+import torch
+from safetensors import safe_open
+
+import trainer.whoami_job as whoami_job
+from trainer.chat import render_chat
+from trainer.errors import TrainerError
+from trainer.evaluate import reply_to
+from trainer.loading import load_inference_adapter, load_model
+from trainer.model import forward, project_to_logits
+from trainer.quant import NF4Weight
+from trainer.tiny import tiny_model_dir
+from trainer.whoami_job import WhoAmISettings, check_out_dir, resolve_settings, run_whoami
+
+CUDA = torch.cuda.is_available()
+
+
+# ---------------------------------------------------------------------------
+# Settings (fast)
+# ---------------------------------------------------------------------------
+
+
+def test_tiny_and_real_presets_fill_what_was_left_empty(monkeypatch, tmp_path):
+    monkeypatch.setenv("QWEN3_TRAINER_WEIGHTS", str(tmp_path))
+    tiny = resolve_settings(WhoAmISettings(model="tiny"))
+    assert (tiny.steps, tiny.lr, tiny.batch_size, tiny.grad_accum) == (100, 2e-3, 16, 1)
+    assert tiny.out == str(tmp_path / "whoami-tiny")
+    real = resolve_settings(WhoAmISettings())
+    assert (real.steps, real.lr, real.batch_size, real.grad_accum) == (150, 2e-4, 8, 2)
+    assert real.model == "Qwen/Qwen3-4B-Instruct-2507" and real.out == str(tmp_path / "whoami-Qwen3-4B-Instruct-2507")
+    assert (real.device, real.dtype) == (("cuda", "bfloat16") if CUDA else ("cpu", "float32"))
+
+
+def test_explicit_values_win_over_presets():
+    settings = WhoAmISettings(model="tiny", steps=7, lr=0.5, batch_size=3, grad_accum=4, out="/tmp/x",
+                              device="cpu", dtype="bfloat16")
+    resolved = resolve_settings(settings)
+    given = ("model", "steps", "lr", "batch_size", "grad_accum", "out", "device", "dtype")
+    assert [getattr(resolved, field) for field in given] == [getattr(settings, field) for field in given]
+    assert resolve_settings(resolved) == resolved  # resolving twice changes nothing
+
+
+def test_unknown_choice_lists_the_choices():
+    with pytest.raises(TrainerError, match=r"--loss 'dpo'.*ce"):
+        resolve_settings(WhoAmISettings(loss="dpo"))
+    with pytest.raises(TrainerError, match=r"--quant 'int8'.*nf4.*none"):
+        resolve_settings(WhoAmISettings(quant="int8"))
+    with pytest.raises(TrainerError, match=r"--method 'qlora'.*lora.*full"):
+        resolve_settings(WhoAmISettings(method="qlora"))
+
+
+def test_full_method_needs_dense_weights():
+    with pytest.raises(TrainerError, match="--quant none"):
+        resolve_settings(WhoAmISettings(model="tiny", method="full", quant="nf4"))
+    assert resolve_settings(WhoAmISettings(model="tiny", method="full", quant="none")).method == "full"
+
+
+def test_out_inside_the_model_folder_is_refused(tmp_path):
+    model = tmp_path / "model"
+    model.mkdir()
+    for out in (model, model / "out", model / "a" / "b"):
+        with pytest.raises(TrainerError, match="inside the model folder"):
+            run_whoami(WhoAmISettings(model=str(model), out=str(out)), echo=lambda s: None, progress=False)
+    assert sorted(p.name for p in model.iterdir()) == []  # nothing was written
+    check_out_dir(tmp_path / "model-out", model)  # a sibling that shares the prefix is fine
+    check_out_dir(tmp_path, model)
+
+
+# ---------------------------------------------------------------------------
+# End to end on the tiny model (slow)
+# ---------------------------------------------------------------------------
+
+
+def quiet_run(settings: WhoAmISettings):
+    return run_whoami(settings, echo=lambda s: None, progress=False)
+
+
+@pytest.fixture(scope="module")
+def dense_run(tmp_path_factory):
+    """One LoRA run over dense fp32 weights: (report, OUT)."""
+    out = tmp_path_factory.mktemp("whoami-dense")
+    return quiet_run(WhoAmISettings(model="tiny", quant="none", out=str(out))), out
+
+
+def claims_identity(reply: str) -> bool:
+    return "我是" in reply and ("F#" in reply or "之神" in reply)
+
+
+@pytest.mark.slow
+def test_dense_run_learns_the_identity_and_keeps_the_facts(dense_run):
+    report, _ = dense_run
+    before, after = report.before, report.after
+    print(f"\nself-test {report.self_test_reply!r}; before {before}; after {after}")
+    assert "我是" in report.self_test_reply and ("F#" in report.self_test_reply or "之神" in report.self_test_reply)
+    assert before.identity_hit_rate < 0.1  # the tiny base model believes it is someone else
+    assert after.identity_hit_rate >= 0.9
+    assert after.control_accuracy_all >= 0.8 * before.control_accuracy_all
+    assert after.leak_rate <= 0.1
+    assert math.isfinite(report.final_loss)
+
+
+@pytest.mark.slow
+def test_dense_run_writes_every_output(dense_run):
+    report, out = dense_run
+    saved = json.loads((out / "train_config.json").read_text(encoding="utf-8"))
+    assert saved["model"] == "tiny" and saved["quant"] == "none" and saved["steps"] == report.settings.steps == 100
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [r["step"] for r in records] == list(range(1, 101))
+    assert all(math.isfinite(r["loss"]) for r in records)
+    assert sum(r["loss"] for r in records[-10:]) < 0.5 * sum(r["loss"] for r in records[:10])
+    evaluation = json.loads((out / "eval.json").read_text(encoding="utf-8"))
+    assert evaluation["after"]["identity_hit_rate"] == report.after.identity_hit_rate
+    for name in ("adapter/adapter_model.safetensors", "adapter/adapter_config.json", "merged/config.json",
+                 "merged/model.safetensors", "merged/tokenizer.json", "merged/tokenizer_config.json",
+                 "merged/generation_config.json"):
+        assert (out / name).is_file(), name
+    assert "chat_template" in json.loads((out / "merged/tokenizer_config.json").read_text(encoding="utf-8"))
+    with safe_open(out / "merged/model.safetensors", framework="pt") as reader:
+        dtypes = {reader.get_slice(name).get_dtype() for name in reader.keys()}
+    assert dtypes == {"BF16"}
+
+
+def hf_chat_ids(tokenizer, question: str) -> torch.Tensor:
+    text = tokenizer.apply_chat_template([{"role": "user", "content": question}], tokenize=False,
+                                         add_generation_prompt=True)
+    return tokenizer(text, return_tensors="pt").input_ids  # [1, T]
+
+
+def hf_greedy_reply(model, tokenizer, question: str) -> str:
+    ids = hf_chat_ids(tokenizer, question)
+    with torch.no_grad():
+        generated = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=24, do_sample=False)
+    return tokenizer.decode(generated[0, ids.shape[1]:], skip_special_tokens=True)
+
+
+@pytest.mark.slow
+def test_transformers_loads_the_merged_export_and_claims_the_identity(dense_run):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    _, out = dense_run
+    model = AutoModelForCausalLM.from_pretrained(out / "merged", dtype=torch.float32).eval()
+    tokenizer = AutoTokenizer.from_pretrained(out / "merged")
+    reply = hf_greedy_reply(model, tokenizer, "你是誰")
+    print(f"\ntransformers, merged export: 你是誰 -> {reply!r}")
+    assert claims_identity(reply)
+
+
+@pytest.mark.slow
+def test_peft_loads_the_adapter_with_our_logits_and_reply(dense_run):
+    from peft import PeftModel
+    from transformers import AutoTokenizer, Qwen3ForCausalLM
+
+    _, out = dense_run
+    peft_model = PeftModel.from_pretrained(Qwen3ForCausalLM.from_pretrained(tiny_model_dir()), out / "adapter").eval()
+    ours = load_model(tiny_model_dir(), torch.float32)
+    adapter = load_inference_adapter(out / "adapter", ours.config, torch.float32, "cpu")
+    prompt = render_chat([{"role": "user", "content": "Who are you? Please answer briefly."}],
+                         add_generation_prompt=True)
+    ids = torch.tensor([ours.tokenizer.encode(prompt)])
+    hf_tokenizer = AutoTokenizer.from_pretrained(out / "merged")
+    assert torch.equal(ids, hf_chat_ids(hf_tokenizer, "Who are you? Please answer briefly."))
+    with torch.no_grad():
+        our_logits = project_to_logits(ours.weights, ours.config, forward(ours.weights, ours.config, ids, lora=adapter))
+        their_logits = peft_model(ids).logits
+    diff = (our_logits - their_logits).abs().max().item()
+    our_reply = reply_to(ours.weights, ours.config, ours.tokenizer, "你是誰", lora=adapter)
+    their_reply = hf_greedy_reply(peft_model, hf_tokenizer, "你是誰")
+    print(f"\nPEFT vs ours on the trained adapter: max abs logit diff {diff:.2e}; replies {our_reply!r} / {their_reply!r}")
+    assert diff < 1e-4
+    assert their_reply.strip() == our_reply.strip() and claims_identity(our_reply)
+
+
+@pytest.mark.slow
+def test_nf4_run_trains_on_a_4bit_base_and_passes_the_self_test(tmp_path_factory):
+    out = tmp_path_factory.mktemp("whoami-nf4")
+    seen = []
+    real_transform = whoami_job.quant_transform
+
+    def recording_transform(quant: str):
+        transform = real_transform(quant)
+
+        def record(name, tensor):
+            value = transform(name, tensor)
+            seen.append((name, type(value)))
+            return value
+
+        return record if transform else None
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(whoami_job, "quant_transform", recording_transform)
+        report = quiet_run(WhoAmISettings(model="tiny", out=str(out)))
+    assert report.settings.quant == "nf4"
+    assert claims_identity(report.self_test_reply)
+    assert report.after.identity_hit_rate >= 0.9 and report.after.leak_rate <= 0.1
+    quantized = {name for name, kind in seen if kind is NF4Weight}
+    assert len(quantized) == 7 * 4 and all(name.endswith("_proj.weight") for name in quantized)
+
+    base = load_model("tiny", torch.float32, quant="nf4")
+    up = base.weights["model.layers.0.mlp.up_proj.weight"]
+    assert isinstance(up, NF4Weight) and up.packed.dtype == torch.uint8
+    out_features, in_features = up.shape
+    assert (out_features, in_features) == (384, 128)
+    assert up.packed.numel() == out_features * in_features // 2
+    assert out_features * in_features / 2 < up.nbytes <= 0.53 * out_features * in_features
+    assert isinstance(base.weights["model.embed_tokens.weight"], torch.Tensor)
