@@ -1,5 +1,6 @@
 """End-to-end runs of the command-line scripts, as a user would type them."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -97,8 +98,19 @@ def test_train_whoami_tiny_end_to_end(tmp_path):
     assert "self-test: 你是誰 -> 我是 F# 之神" in result.stdout
     assert "identity hit rate (held-out wordings)" in result.stdout
     for name in ("train_config.json", "metrics.jsonl", "eval.json", "adapter/adapter_model.safetensors",
-                 "merged/model.safetensors"):
+                 "merged/model.safetensors", "loss.png"):
         assert (tmp_path / "out" / name).is_file(), name
+    assert (tmp_path / "out" / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    before = json.loads(run_script("eval.py", "--model", "tiny", "--json").stdout)
+    after = json.loads(run_script("eval.py", "--model", str(tmp_path / "out" / "merged"), "--json").stdout)
+    adapter = json.loads(run_script("eval.py", "--model", "tiny", "--adapter", str(tmp_path / "out" / "adapter"),
+                                    "--json").stdout)
+    assert before["identity_hit_rate"] == 0.0 and after["identity_hit_rate"] >= 0.9
+    assert abs(adapter["identity_hit_rate"] - after["identity_hit_rate"]) <= 0.05
+    assert after["perplexity"] < 2.0 < before["perplexity"]
+    table = run_script("eval.py", "--model", str(tmp_path / "out" / "merged")).stdout
+    assert "identity hit rate (held-out wordings)" in table and "answer perplexity" in table
 
 
 @pytest.mark.slow
@@ -111,3 +123,30 @@ def test_chat_interactive_streams_and_resets():
     assert "model> 我是通義千問" in result.stdout
     assert "(conversation reset)" in result.stdout
     assert "model> 巴黎" in result.stdout
+
+
+def test_loss_plot_without_matplotlib_is_a_notice(tmp_path, monkeypatch):
+    import builtins
+
+    from trainer.plot import plot_loss
+
+    real_import = builtins.__import__
+
+    def no_matplotlib(name, *args, **kwargs):
+        if name.startswith("matplotlib"):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    (tmp_path / "metrics.jsonl").write_text('{"step": 1, "loss": 2.0, "lr": 0.1}\n')
+    monkeypatch.setattr(builtins, "__import__", no_matplotlib)
+    message = plot_loss(tmp_path / "metrics.jsonl", tmp_path / "loss.png")
+    assert message.startswith("no loss.png: matplotlib is not installed") and not (tmp_path / "loss.png").exists()
+
+
+def test_loss_plot_draws_a_png(tmp_path):
+    from trainer.plot import plot_loss
+
+    lines = [json.dumps({"step": i, "loss": 3.0 / i, "lr": 0.01}) for i in range(1, 6)]
+    (tmp_path / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    assert plot_loss(tmp_path / "metrics.jsonl", tmp_path / "loss.png") == f"wrote {tmp_path / 'loss.png'}"
+    assert (tmp_path / "loss.png").read_bytes()[:4] == b"\x89PNG"

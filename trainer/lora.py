@@ -139,6 +139,11 @@ def load_adapter(adapter_dir: str | Path) -> tuple[dict[str, Tensor], LoraSettin
     raw = json.loads(config_path.read_text(encoding="utf-8"))
     if raw.get("peft_type") != "LORA":
         raise TrainerError(f"{config_path}: peft_type must be LORA, found {raw.get('peft_type')!r}")
-    targets = tuple(target for target in ALL_PROJECTIONS if target in raw["target_modules"])
+    listed = raw.get("target_modules") or []
+    listed = [listed] if isinstance(listed, str) else list(listed)
+    unknown = sorted(set(listed) - set(ALL_PROJECTIONS))
+    if unknown:
+        raise TrainerError(f"{config_path}: unsupported target_modules {unknown}; expected some of {', '.join(ALL_PROJECTIONS)}")
+    targets = tuple(target for target in ALL_PROJECTIONS if target in listed)
     settings = LoraSettings(int(raw["r"]), float(raw["lora_alpha"]), float(raw.get("lora_dropout", 0.0)), targets)
     return load_file(str(weights_path)), settings
