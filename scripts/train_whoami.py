@@ -43,7 +43,7 @@ def choice(field: str) -> click.Choice:
               help="Recompute each layer during backward to save memory [default: on for CUDA, off on CPU].")
 @click.option("--pack/--no-pack", default=False, help="Pack several examples per row up to --seq-len.")
 @click.option("--save-every", type=int, default=0, help="Write OUT/checkpoints/step-N every N steps (0 = never).")
-@click.option("--keep-checkpoints", type=int, default=2, help="How many of the newest checkpoints to keep.")
+@click.option("--keep-checkpoints", type=int, default=2, help="How many of the newest checkpoints to keep (0 = keep all).")
 @click.option("--resume", is_flag=False, flag_value="latest", default=None,
               help="Continue from the newest checkpoint in OUT (`--resume`) or from a given folder (`--resume PATH`).")
 @click.option("--stop-after", type=int, default=0, help="Stop this run after N steps with a checkpoint (0 = never).")

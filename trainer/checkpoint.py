@@ -128,7 +128,8 @@ def load_checkpoint(folder: Path, expected: dict[str, tuple[int, ...]]) -> Train
     return TrainState(step, trainable, optimizer, rng)
 
 
-def check_tensors(folder: Path, found: dict[str, Tensor], expected: dict[str, tuple[int, ...]]) -> None:
+def check_tensors(folder: Path, found: dict[str, Tensor], expected: dict[str, tuple[int, ...]],
+                  what: str = "checkpoint") -> None:
     """One error listing missing, unexpected and mis-shaped tensors by name."""
     missing = sorted(set(expected) - set(found))
     unexpected = sorted(set(found) - set(expected))
@@ -137,4 +138,4 @@ def check_tensors(folder: Path, found: dict[str, Tensor], expected: dict[str, tu
     problems = [f"{label}: {', '.join(items[:5])}{' ...' if len(items) > 5 else ''}"
                 for label, items in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped)) if items]
     if problems:
-        raise TrainerError(f"{folder}: checkpoint does not match this run; " + "; ".join(problems))
+        raise TrainerError(f"{folder}: {what} does not match this model and settings; " + "; ".join(problems))

@@ -44,5 +44,5 @@ def load_model(name_or_dir: str | Path, dtype: torch.dtype = torch.float32, devi
 def load_inference_adapter(adapter_dir: str | Path, config: Qwen3Config, dtype: torch.dtype, device: str) -> LoraAdapter:
     """A saved PEFT adapter, checked against the model's shapes, ready for generation (no dropout)."""
     tensors, settings = load_adapter(adapter_dir)
-    check_tensors(Path(adapter_dir), tensors, lora_shapes(config, settings))
+    check_tensors(Path(adapter_dir), tensors, lora_shapes(config, settings), what="adapter")
     return make_adapter({name: t.to(device) for name, t in tensors.items()}, settings, training=False, dtype=dtype)

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from .checkpoint import load_checkpoint, resolve_resume, save_checkpoint
+from .checkpoint import TrainState, load_checkpoint, resolve_resume, save_checkpoint
 from .config import Qwen3Config, load_config
 from .data import AnswerTooLong, Example, example_from_messages, example_from_prompt_target, pack_examples
 from .errors import TrainerError
@@ -140,7 +140,8 @@ def build_examples(samples: Sequence[Sample], tokenizer: Tokenizer, seq_len: int
         except TrainerError as error:
             raise TrainerError(f"{sample.source}: {error}") from None
     if not examples:
-        raise TrainerError(f"no usable training example: all {skipped} answers are longer than --seq-len {seq_len}")
+        raise TrainerError(f"no usable training example: all {skipped} answers are longer than --seq-len {seq_len}"
+                           if skipped else "no training example: the data set is empty")
     return examples, skipped
 
 
@@ -190,18 +191,34 @@ def trainable_and_loss(settings: WhoAmISettings, model_dir: Path, config: Qwen3C
     return lora, lora_batch_loss(weights, config, lora, lora_settings(settings), dtype, chunk, settings.grad_checkpoint)
 
 
-def train(settings: WhoAmISettings, model_dir: Path, config: Qwen3Config, examples: list[Example],
-          tokenizer: Tokenizer, log: Callable[[dict], None], out: Path) -> dict[str, torch.Tensor]:
-    """Train (or continue a checkpoint) and return what was learned: LoRA tensors or every weight."""
+@dataclass(frozen=True)
+class TrainingSetup:
+    """Everything loaded and checked before the first file is written to OUT."""
+
+    params: dict[str, torch.Tensor]  # the tensors to train
+    batch_loss: BatchLoss
+    resume: TrainState | None  # the checkpoint to continue, if --resume
+
+
+def prepare_training(settings: WhoAmISettings, model_dir: Path, config: Qwen3Config, out: Path) -> TrainingSetup:
+    """Load the weights and the --resume checkpoint (every name and shape checked) up front, so a
+    bad model folder or checkpoint fails before OUT is touched."""
     torch.manual_seed(settings.seed)
     params, batch_loss = trainable_and_loss(settings, model_dir, config)
-    root = out / "checkpoints"
     shapes = {name: tuple(t.shape) for name, t in params.items()}
-    resume = load_checkpoint(resolve_resume(settings.resume, root), shapes) if settings.resume else None
-    save = lambda step, optimizer: save_checkpoint(root, step, params, optimizer, settings.keep_checkpoints)  # noqa: E731
+    resume = load_checkpoint(resolve_resume(settings.resume, out / "checkpoints"), shapes) if settings.resume else None
+    return TrainingSetup(params, batch_loss, resume)
+
+
+def train(settings: WhoAmISettings, setup: TrainingSetup, examples: list[Example], tokenizer: Tokenizer,
+          log: Callable[[dict], None], out: Path) -> dict[str, torch.Tensor]:
+    """Train (or continue the checkpoint) and return what was learned: LoRA tensors or every weight."""
+    root = out / "checkpoints"
+    save = lambda step, optimizer: save_checkpoint(root, step, setup.params, optimizer, settings.keep_checkpoints)  # noqa: E731
     main = rank_and_world()[0] == 0  # with torchrun, only rank 0 writes files
-    run_training(batch_loss, params, examples, loop_settings(settings, tokenizer), log, resume, save if main else None)
-    return params
+    run_training(setup.batch_loss, setup.params, examples, loop_settings(settings, tokenizer), log, setup.resume,
+                 save if main else None)
+    return setup.params
 
 
 # ---------------------------------------------------------------------------
@@ -279,12 +296,10 @@ def metrics_file(out: Path, resume_step: int | None):
     return path.open("a", encoding="utf-8")
 
 
-def train_with_metrics(settings: WhoAmISettings, model_dir: Path, config: Qwen3Config, examples: list[Example],
-                       tokenizer: Tokenizer, out: Path, progress: bool) -> tuple[dict[str, torch.Tensor], list[float]]:
+def train_with_metrics(settings: WhoAmISettings, setup: TrainingSetup, examples: list[Example], tokenizer: Tokenizer,
+                       out: Path, progress: bool) -> tuple[dict[str, torch.Tensor], list[float]]:
     """Train with a progress bar (loss, tokens/s), one metrics.jsonl line per step."""
-    resume_step = None
-    if settings.resume:
-        resume_step = int(json.loads((resolve_resume(settings.resume, out / "checkpoints") / "state.json").read_text())["step"])
+    resume_step = setup.resume.step if setup.resume else None
     losses: list[float] = []
     main = rank_and_world()[0] == 0
     metrics_sink = metrics_file(out, resume_step) if main else open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115
@@ -297,7 +312,7 @@ def train_with_metrics(settings: WhoAmISettings, model_dir: Path, config: Qwen3C
             bar.set_postfix(loss=f"{record['loss']:.4f}", tok_s=f"{record['tokens_per_s']:.0f}")
             bar.update(1)
 
-        learned = train(settings, model_dir, config, examples, tokenizer, log, out)
+        learned = train(settings, setup, examples, tokenizer, log, out)
     return learned, losses
 
 
@@ -320,11 +335,12 @@ def run_whoami(settings: WhoAmISettings, echo: Callable[[str], None] = print, pr
     echo(f"model {model_dir} | {len(examples)} {'packed rows' if settings.pack else 'examples'} "
          f"({skipped} skipped: answer longer than --seq-len) | "
          f"{settings.method} {settings.quant} {settings.dtype} on {settings.device} x {rank_and_world()[1]}")
+    setup = prepare_training(settings, model_dir, config, out)
     before = evaluate_model(model_dir, settings) if settings.self_test and main else None
     if main:
         out.mkdir(parents=True, exist_ok=True)
         save_json(out / "train_config.json", asdict(settings))
-    learned, losses = train_with_metrics(settings, model_dir, config, examples, tokenizer, out, progress)
+    learned, losses = train_with_metrics(settings, setup, examples, tokenizer, out, progress)
     if main:
         echo(plot_loss(out / "metrics.jsonl", out / "loss.png"))
     report = JobReport(settings, losses[-1] if losses else float("nan"), skipped, None, before, None, 0.0)
