@@ -1,0 +1,126 @@
+"""The benchmark tools: random checkpoints in the Hugging Face layout, and bench.py's runs."""
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+
+from trainer.config import TINY, load_config
+from trainer.quant import is_quantized_name
+from trainer.weights import INDEX_FILE, expected_shapes, load_weights
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_script(name: str, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(ROOT / "scripts" / name), *args],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def make_checkpoint(folder: Path, *args: str) -> Path:
+    result = run_script("make_random_checkpoint.py", "--shape", "tiny", str(folder), *args)
+    assert result.returncode == 0, result.stderr
+    return folder
+
+
+def raw_tensors(folder: Path) -> dict[str, torch.Tensor]:
+    """Every tensor of a sharded checkpoint, as stored (bf16), read with safetensors directly."""
+    weight_map = json.loads((folder / INDEX_FILE).read_text())["weight_map"]
+    tensors = {}
+    for file in sorted(set(weight_map.values())):
+        with safe_open(folder / file, framework="pt") as reader:
+            tensors.update({name: reader.get_tensor(name) for name in reader.keys()})
+    return tensors
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """A tiny random checkpoint cut into several shards: 1 MB each, about two layers; the embedding alone is 39 MB."""
+    return make_checkpoint(tmp_path_factory.mktemp("random") / "tiny", "--max-shard-gb", "0.001")
+
+
+def test_random_checkpoint_is_sharded_and_loads_with_our_loader(tiny_checkpoint):
+    shards = sorted(tiny_checkpoint.glob("model-*-of-*.safetensors"))
+    assert len(shards) >= 3 and shards[0].name.endswith(f"-of-{len(shards):05d}.safetensors")
+    config = load_config(tiny_checkpoint)
+    assert config == TINY
+    weights = load_weights(tiny_checkpoint, config)
+    assert list(weights) == list(expected_shapes(TINY))
+    index = json.loads((tiny_checkpoint / INDEX_FILE).read_text())
+    assert index["metadata"]["total_size"] == sum(t.numel() * 2 for t in weights.values())  # bf16 on disk
+    assert torch.equal(weights["model.norm.weight"], torch.ones(TINY.hidden_size))
+    embedding = weights["model.embed_tokens.weight"]
+    assert abs(float(embedding.std()) - 0.02) < 2e-4 and abs(float(embedding.mean())) < 1e-4
+
+
+def test_random_checkpoint_loads_in_transformers_with_the_same_values(tiny_checkpoint):
+    from transformers import Qwen3ForCausalLM
+
+    model = Qwen3ForCausalLM.from_pretrained(tiny_checkpoint, dtype=torch.float32)
+    ours = load_weights(tiny_checkpoint, load_config(tiny_checkpoint))
+    theirs = dict(model.named_parameters())
+    assert set(theirs) == set(ours)
+    assert all(torch.equal(theirs[name], ours[name]) for name in ours)
+    assert model.lm_head.weight is model.model.embed_tokens.weight  # tied, as in the presets
+
+
+def test_sharding_does_not_change_the_tensors(tiny_checkpoint, tmp_path):
+    whole = raw_tensors(make_checkpoint(tmp_path / "whole"))
+    assert len(list((tmp_path / "whole").glob("model-*.safetensors"))) == 1
+    sharded = raw_tensors(tiny_checkpoint)
+    assert whole.keys() == sharded.keys()
+    assert all(whole[name].dtype == torch.bfloat16 and torch.equal(whole[name], sharded[name]) for name in whole)
+    other_seed = raw_tensors(make_checkpoint(tmp_path / "seed1", "--seed", "1"))
+    assert not torch.equal(other_seed["model.embed_tokens.weight"], whole["model.embed_tokens.weight"])
+
+
+def bench_json(*args: str, timeout: int = 300) -> dict:
+    result = run_script("bench.py", "--json", *args, timeout=timeout)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_bench_ours_prints_finite_numbers():
+    row = bench_json("--shape", "tiny", "--steps", "2", "--warmup", "1", "--stack", "ours")
+    assert row["stack"] == "ours" and row["mem_kind"] == "peak RSS"
+    assert math.isfinite(row["tokens_per_s"]) and row["tokens_per_s"] > 0
+    assert 0 < row["peak_mem_bytes"] < 8e9
+    # Weights ~ N(0, 0.02) give near-zero logits, so the first loss is about ln(vocab).
+    assert row["loss_first"] == pytest.approx(math.log(TINY.vocab_size), abs=0.05)
+    # LoRA r16 on 4 layers x 7 projections: (r * in + out * r) each.
+    assert row["trainable"] == 4 * 16 * (2 * 128 + 2 * 128 + 2 * (128 + 64) + 2 * (128 + 384) + (384 + 128))
+
+
+def test_bench_load_counts_packed_and_dense_bytes(tiny_checkpoint):
+    report = bench_json("--load", str(tiny_checkpoint), "--quant", "nf4")
+    shapes = expected_shapes(TINY)
+    projections = sum(math.prod(s) for name, s in shapes.items() if is_quantized_name(name))
+    dense = sum(math.prod(s) * 4 for name, s in shapes.items() if not is_quantized_name(name))  # float32
+    assert report["dense_bytes"] == dense
+    assert projections / 2 < report["packed_bytes"] < projections * 0.6  # 4 bits + block scales
+    assert report["file_bytes"] == sum(p.stat().st_size for p in tiny_checkpoint.glob("model-*.safetensors"))
+    assert report["peak_rss_bytes"] > report["loaded_bytes"] == dense + report["packed_bytes"]
+
+
+def test_bench_refuses_4b_training_on_cpu_in_one_line():
+    result = run_script("bench.py", "--shape", "4b", "--stack", "ours")
+    assert result.returncode == 1
+    assert result.stderr.strip().startswith("Error: --shape 4b trains only with --device cuda")
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_bench_both_prints_both_rows_and_the_ratios():
+    result = run_script("bench.py", "--shape", "tiny", "--steps", "2", "--warmup", "1", "--stack", "both")
+    assert result.returncode == 0, result.stderr
+    rows = {line.split()[0]: line.split()[1:] for line in result.stdout.splitlines()[2:]}
+    assert set(rows) == {"ours", "reference", "ours/ref"}
+    assert all(value.endswith("x") and float(value[:-1]) > 0 for value in rows["ours/ref"])
+    # Same weights, rows and LoRA A: transformers + peft must see the same losses as we do.
+    ours, reference = ([float(v) for v in rows[stack][-2:]] for stack in ("ours", "reference"))
+    assert ours == pytest.approx(reference, abs=2e-4)
