@@ -22,7 +22,7 @@ import torch
 from trainer.checkpoint import save_checkpoint
 from trainer.config import TINY
 from trainer.lora import LoraSettings, init_lora, save_adapter
-from trainer.tiny import tiny_model_dir
+from trainer.tiny import ensure_tiny_model, tiny_model_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 FAST_FLAGS = ["--steps", "1", "--batch-size", "1", "--no-export", "--no-self-test"]
@@ -252,11 +252,13 @@ def run_all(builders: dict[str, Callable[[Path], Case]], tmp_path_factory) -> di
 
 @pytest.fixture(scope="module")
 def fast_outcomes(tmp_path_factory) -> dict[str, Outcome]:
+    ensure_tiny_model()  # the cases copy or point at weights/tiny-qwen3 (built once, ~90 s, on a fresh clone)
     return run_all({name: CASES[name] for name in FAST}, tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
 def slow_outcomes(tmp_path_factory) -> dict[str, Outcome]:
+    ensure_tiny_model()
     return run_all({name: CASES[name] for name in SLOW} | {"one_answer_too_long": one_too_long}, tmp_path_factory)
 
 
