@@ -5,6 +5,7 @@ Unit tests use a tiny random Qwen3 (fast); the CLI resume test runs the real scr
 
 import json
 import math
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -323,7 +324,10 @@ def test_resume_from_a_checkpoint_equals_an_uninterrupted_run(tmp_path):
 
 def train_cli(*args: str) -> subprocess.CompletedProcess:
     flags = ["--model", "tiny", "--steps", "8", "--save-every", "4", "--no-export", "--no-self-test"]
-    return subprocess.run([sys.executable, "scripts/train_whoami.py", *flags, *args], cwd=ROOT,
+    # One thread: a multi-threaded BLAS may split its sums differently when the machine is busy,
+    # and this test compares separate processes bit for bit.
+    env = os.environ | {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "scripts/train_whoami.py", *flags, *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=900)
 
 
