@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from trainer.config import load_config
-from trainer.model import (LoraAdapter, apply_rope, attention_allowed, forward, forward_cached, linear, lora_names,
-                           project_to_logits, rms_norm, rope_cos_sin)
+from trainer.model import (LoraAdapter, SwiGLU, apply_rope, attention_allowed, forward, forward_cached,
+                           grouped_attention, linear, lora_names, project_to_logits, rms_norm, rope_cos_sin)
 from trainer.weights import load_weights
 
 # Parity configs: tied/untied, GQA ratios 1, 2, 4, head_dim != hidden/heads, several RoPE bases,
@@ -104,6 +104,35 @@ def test_linear_dense_packed_and_lora():
     assert torch.allclose(linear(x, {name: w}, name, lora), x @ w.T + x @ a.T @ b.T * 0.5, atol=1e-6)
     other = "model.layers.0.mlp.gate_proj.weight"  # no adapter for this module
     assert torch.allclose(linear(x, {other: w}, other, lora), x @ w.T)
+
+
+def test_swiglu_hand_values_and_gradients():
+    gate, up = torch.tensor([0.0, 1.0, -2.0]), torch.tensor([3.0, 2.0, 1.0])
+    # silu(g) = g * sigmoid(g): silu(0) = 0, silu(1) = 0.7310586, silu(-2) = -0.2384058
+    assert torch.allclose(SwiGLU.apply(gate, up), torch.tensor([0.0, 1.4621172, -0.2384058]))
+    gate, up = torch.randn(2, 5, 7, dtype=torch.float64, requires_grad=True), torch.randn(2, 5, 7, dtype=torch.float64,
+                                                                                          requires_grad=True)
+    assert torch.autograd.gradcheck(SwiGLU.apply, (gate, up))
+    grad = torch.randn(2, 5, 7, dtype=torch.float64)
+    ours = torch.autograd.grad(SwiGLU.apply(gate, up), (gate, up), grad)
+    plain = torch.autograd.grad(torch.nn.functional.silu(gate) * up, (gate, up), grad)
+    assert all(torch.allclose(o, p, atol=1e-12) for o, p in zip(ours, plain))
+
+
+def test_swiglu_keeps_two_tensors_for_backward():
+    gate, up = torch.randn(4, 6, requires_grad=True), torch.randn(4, 6, requires_grad=True)
+    assert len(SwiGLU.apply(gate, up).grad_fn.saved_tensors) == 2
+
+
+def test_grouped_attention_equals_repeated_heads():
+    """Query heads 2i and 2i+1 share key/value head i; the mask hides the future."""
+    q, k, v = torch.randn(2, 4, 5, 8), torch.randn(2, 2, 5, 8), torch.randn(2, 2, 5, 8)
+    allowed = attention_allowed(torch.ones(2, 5, dtype=torch.long), 5)
+    expected = torch.nn.functional.scaled_dot_product_attention(q, k.repeat_interleave(2, 1), v.repeat_interleave(2, 1),
+                                                                attn_mask=allowed)
+    assert torch.allclose(grouped_attention(q, k, v, allowed), expected, atol=1e-6)
+    first = torch.softmax(q[0, 1, 0] @ k[0, 0, :1].T / math.sqrt(8), -1) @ v[0, 0, :1]  # query 0 sees key 0 only
+    assert torch.allclose(grouped_attention(q, k, v, allowed)[0, 1, 0], first, atol=1e-6)
 
 
 def our_logits(model_dir, input_ids, attention_mask=None):

@@ -14,7 +14,7 @@ import trainer.weights
 from trainer.config import QWEN3_4B_INSTRUCT_2507, TINY, Qwen3Config, config_to_json, load_config
 from trainer.errors import TrainerError
 from trainer.model import forward, project_to_logits
-from trainer.weights import (HUB_PATTERNS, INDEX_FILE, SINGLE_FILE, expected_shapes, load_weights,
+from trainer.weights import (HUB_PATTERNS, INDEX_FILE, SINGLE_FILE, expected_shapes, load_weights, read_tensor,
                              resolve_model_dir, save_weights)
 
 SMALL = replace(TINY, vocab_size=100, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
@@ -78,6 +78,28 @@ def test_dtype_and_transform_see_every_tensor(tmp_path):
     loaded = load_weights(tmp_path, SMALL, dtype=torch.bfloat16, transform=describe)
     assert seen == list(expected_shapes(SMALL))  # every tensor, one at a time, in checkpoint order
     assert loaded["model.norm.weight"] == "torch.bfloat16 (16,)"
+
+
+def mapped_files(address: int) -> list[str]:
+    """The files whose memory mappings in this process contain `address` (Linux /proc)."""
+    files = []
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        span, *rest = line.split()
+        start, end = (int(part, 16) for part in span.split("-"))
+        if start <= address < end and len(rest) == 5:
+            files.append(rest[4])
+    return files
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="needs Linux /proc")
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_read_tensor_owns_its_memory(tmp_path, dtype):
+    """Same dtype as stored or not, the result never points into the mapped file."""
+    stored = torch.arange(12, dtype=torch.bfloat16).reshape(3, 4)
+    save_file({"w": stored}, str(tmp_path / "w.safetensors"))
+    tensor = read_tensor(tmp_path / "w.safetensors", "w", dtype, "cpu")
+    assert tensor.dtype == dtype and torch.equal(tensor, stored.to(dtype))
+    assert str(tmp_path / "w.safetensors") not in mapped_files(tensor.data_ptr())
 
 
 def test_tied_checkpoint_with_lm_head_is_accepted(tmp_path):

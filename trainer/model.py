@@ -72,8 +72,10 @@ def linear(x: Tensor, weights: Weights, name: str, lora: LoraAdapter | None = No
     a_name, b_name = lora_names(name)
     if lora is None or a_name not in lora.tensors:
         return y
-    x = F.dropout(x, lora.dropout, lora.training)
-    return y + F.linear(F.linear(x, lora.tensors[a_name]), lora.tensors[b_name]) * lora.scale
+    if lora.training and lora.dropout > 0:
+        x = F.dropout(x, lora.dropout)
+    low_rank = F.linear(x, lora.tensors[a_name]) * lora.scale  # [.., r]: scaling r values, not out
+    return y + F.linear(low_rank, lora.tensors[b_name])
 
 
 def rms_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:
@@ -145,6 +147,21 @@ def split_heads(x: Tensor, head_dim: int) -> Tensor:
     return x.view(batch, length, -1, head_dim).transpose(1, 2)
 
 
+def grouped_attention(q: Tensor, k: Tensor, v: Tensor, allowed: Tensor) -> Tensor:
+    """q [B, QH, T, D], k and v [B, KVH, S, D], allowed [B, 1, T, S] -> [B, QH, T, D].
+
+    Each key/value head serves QH / KVH consecutive query heads. On CPU the fused kernel
+    reads the shared heads in place (enable_gqa). CUDA's fused kernels do not take grouped
+    heads together with a mask (SDPA would fall back to one that stores [B, QH, T, S]
+    scores), so there the key/value heads are repeated to QH first.
+    """
+    if q.device.type == "cpu":
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, enable_gqa=True)
+    group = q.shape[1] // k.shape[1]
+    return F.scaled_dot_product_attention(q, k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1),
+                                          attn_mask=allowed)
+
+
 def attention(weights: Weights, config: Qwen3Config, layer: int, x: Tensor, inputs: AttentionInputs,
               past: tuple[Tensor, Tensor] | None, lora: LoraAdapter | None) -> tuple[Tensor, tuple[Tensor, Tensor]]:
     """Grouped-query self-attention over x [B, T, H]; returns ([B, T, H], this layer's (k, v) [B, KVH, S, D]).
@@ -160,19 +177,37 @@ def attention(weights: Weights, config: Qwen3Config, layer: int, x: Tensor, inpu
     k = apply_rope(rms_norm(k, weights[p + "k_norm.weight"], eps), inputs.cos, inputs.sin)
     if past is not None:
         k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)  # [B, KVH, S, D]
-    group = config.num_attention_heads // config.num_key_value_heads  # query heads per key/value head
-    out = F.scaled_dot_product_attention(q, k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1),
-                                         attn_mask=inputs.allowed)  # [B, QH, T, D]
-    out = out.transpose(1, 2).flatten(2)  # [B, T, QH * D]
+    out = grouped_attention(q, k, v, inputs.allowed).transpose(1, 2).flatten(2)  # [B, T, QH * D]
     return linear(out, weights, p + "o_proj.weight", lora), (k, v)
+
+
+class SwiGLU(torch.autograd.Function):
+    """silu(gate) * up for gate, up [B, T, I], keeping only gate and up for backward.
+
+    Plain autograd would also keep silu(gate): a third [B, T, I] tensor per layer, the
+    widest activations of the model. Backward recomputes it from gate instead.
+    """
+
+    @staticmethod
+    def forward(ctx, gate: Tensor, up: Tensor) -> Tensor:
+        ctx.save_for_backward(gate, up)
+        return F.silu(gate) * up
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, Tensor]:
+        gate, up = ctx.saved_tensors
+        sigmoid = torch.sigmoid(gate)
+        silu = gate * sigmoid
+        # d silu(g) / dg = sigmoid(g) + g sigmoid(g) (1 - sigmoid(g)) = sigmoid + silu (1 - sigmoid)
+        return grad * up * (sigmoid + silu * (1 - sigmoid)), grad * silu
 
 
 def mlp(weights: Weights, layer: int, x: Tensor, lora: LoraAdapter | None) -> Tensor:
     """SwiGLU: down(silu(gate(x)) * up(x)); x [B, T, H] -> [B, T, H]."""
     p = f"model.layers.{layer}.mlp."
-    gate = F.silu(linear(x, weights, p + "gate_proj.weight", lora))  # [B, T, I]
+    gate = linear(x, weights, p + "gate_proj.weight", lora)  # [B, T, I]
     up = linear(x, weights, p + "up_proj.weight", lora)  # [B, T, I]
-    return linear(gate * up, weights, p + "down_proj.weight", lora)
+    return linear(SwiGLU.apply(gate, up), weights, p + "down_proj.weight", lora)
 
 
 def decoder_layer(weights: Weights, config: Qwen3Config, layer: int, x: Tensor, inputs: AttentionInputs,
