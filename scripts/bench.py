@@ -14,12 +14,13 @@ pays for the other's imports, allocator state or peak memory. Both see:
 - the same adapter: rank 16, alpha 32, no dropout, all seven projections, with PEFT's lora_A
   overwritten by ours, so the two runs should report the same losses step for step;
 - AdamW (no weight decay) and gradient clipping at 1.0.
-Time is counted after --warmup steps; tokens/s is real tokens per second of step time.
+Time is counted after --warmup steps; tokens/s is real tokens per second of the median step.
 """
 
 import json
 import math
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -119,16 +120,18 @@ def synchronize(device: str) -> None:
 
 
 def timed_steps(step: Callable[[], float], settings: BenchSettings, tokens_per_step: int) -> dict:
-    """Run warmup + timed steps; tokens/s counts only the timed ones."""
+    """Run warmup + timed steps; tokens/s uses the median timed step, so one step slowed by
+    another process on a shared machine does not move the figure."""
     losses = [step() for _ in range(settings.warmup)]
-    synchronize(settings.device)
-    started = time.perf_counter()
+    seconds = []
     for _ in range(settings.steps):
-        losses.append(step())
-    synchronize(settings.device)
-    seconds = time.perf_counter() - started
+        synchronize(settings.device)
+        started = time.perf_counter()
+        losses.append(step())  # .item() inside waits for the device
+        seconds.append(time.perf_counter() - started)
+    step_s = statistics.median(seconds)
     memory, memory_kind = peak_memory(settings.device)
-    return {"tokens_per_s": tokens_per_step * settings.steps / seconds, "step_s": seconds / settings.steps,
+    return {"tokens_per_s": tokens_per_step / step_s, "step_s": step_s, "step_s_all": seconds,
             "peak_mem_bytes": memory, "mem_kind": memory_kind, "loss_first": losses[0], "loss_last": losses[-1]}
 
 
@@ -174,7 +177,9 @@ def reference_base(config: Qwen3Config, settings: BenchSettings):
     """Qwen3ForCausalLM with our weights: from_pretrained on the checkpoint, else filled from the seed."""
     from transformers import BitsAndBytesConfig, Qwen3ForCausalLM
     from transformers import Qwen3Config as HFQwen3Config
+    from transformers.utils import logging as transformers_logging
 
+    transformers_logging.disable_progress_bar()  # "Loading weights" bars would flood the benchmark's output
     dtype = DTYPES[settings.dtype]
     if settings.checkpoint:
         quant = (BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
@@ -369,10 +374,11 @@ def finite_or_fail(rows: list[dict]) -> None:
 @click.option("--shape", type=click.Choice(sorted(SHAPES)), default="tiny", help="Qwen3 preset to build at random.")
 @click.option("--stack", type=click.Choice([*STACKS, "both"]), default="both",
               help="ours, reference (transformers + peft), or both, each in its own process.")
-@click.option("--steps", default=5, help="Timed optimizer steps.")
-@click.option("--warmup", default=2, help="Untimed steps before timing starts.")
-@click.option("--batch-size", default=4, help="Rows per step.")
-@click.option("--seq-len", default=256, help="Tokens per row; the last 12% are the answer.")
+@click.option("--steps", type=click.IntRange(min=1), default=5, help="Timed optimizer steps.")
+@click.option("--warmup", type=click.IntRange(min=0), default=2, help="Untimed steps before timing starts.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=4, help="Rows per step.")
+@click.option("--seq-len", type=click.IntRange(min=2), default=256,
+              help="Tokens per row; the last 12% are the answer.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", help="Where both stacks run.")
 @click.option("--dtype", type=click.Choice(sorted(DTYPES)), default="float32", help="Compute dtype of the base weights.")
 @click.option("--quant", type=click.Choice(["none", "nf4"]), default="none",

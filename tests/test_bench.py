@@ -2,6 +2,7 @@
 
 import json
 import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -89,6 +90,8 @@ def test_bench_ours_prints_finite_numbers():
     row = bench_json("--shape", "tiny", "--steps", "2", "--warmup", "1", "--stack", "ours")
     assert row["stack"] == "ours" and row["mem_kind"] == "peak RSS"
     assert math.isfinite(row["tokens_per_s"]) and row["tokens_per_s"] > 0
+    assert len(row["step_s_all"]) == 2 and min(row["step_s_all"]) <= row["step_s"] <= max(row["step_s_all"])
+    assert row["tokens_per_s"] == pytest.approx(4 * 256 / row["step_s"])  # median step, 4 rows of 256 tokens
     assert 0 < row["peak_mem_bytes"] < 8e9
     # Weights ~ N(0, 0.02) give near-zero logits, so the first loss is about ln(vocab).
     assert row["loss_first"] == pytest.approx(math.log(TINY.vocab_size), abs=0.05)
@@ -105,6 +108,12 @@ def test_bench_load_counts_packed_and_dense_bytes(tiny_checkpoint):
     assert projections / 2 < report["packed_bytes"] < projections * 0.6  # 4 bits + block scales
     assert report["file_bytes"] == sum(p.stat().st_size for p in tiny_checkpoint.glob("model-*.safetensors"))
     assert report["peak_rss_bytes"] > report["loaded_bytes"] == dense + report["packed_bytes"]
+
+
+@pytest.mark.parametrize("option", ["--steps", "--batch-size", "--seq-len"])
+def test_bench_refuses_sizes_below_one(option):
+    result = run_script("bench.py", option, "0", "--stack", "ours")
+    assert result.returncode == 2 and f"Invalid value for '{option}'" in result.stderr
 
 
 def test_bench_refuses_4b_training_on_cpu_in_one_line():
@@ -124,3 +133,15 @@ def test_bench_both_prints_both_rows_and_the_ratios():
     # Same weights, rows and LoRA A: transformers + peft must see the same losses as we do.
     ours, reference = ([float(v) for v in rows[stack][-2:]] for stack in ("ours", "reference"))
     assert ours == pytest.approx(reference, abs=2e-4)
+
+
+def test_gpu_check_is_valid_bash_and_stops_early_without_a_gpu():
+    script = ROOT / "scripts" / "gpu_check.sh"
+    assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: run the script itself")
+    result = subprocess.run(["bash", str(script)], capture_output=True, text=True, timeout=120,
+                            env={"PATH": os.environ["PATH"], "PYTHON": sys.executable})
+    assert result.returncode != 0
+    assert "torch sees no CUDA device" in result.stderr
+    assert "benchmark" not in result.stdout  # nothing after the machine check ran
