@@ -126,6 +126,9 @@ def test_save_and_load_adapter_round_trip(tmp_path):
     assert sorted(loaded) == sorted(tensors)
     assert all(torch.equal(loaded[name], tensors[name].detach()) for name in tensors)
     assert load_file(str(tmp_path / "adapter" / "adapter_model.safetensors")).keys() == tensors.keys()
+    modes = {(tmp_path / "adapter" / name).stat().st_mode & 0o077 for name in ("adapter_config.json",
+                                                                               "adapter_model.safetensors")}
+    assert len(modes) == 1  # the weights are as readable by others as the config next to them
 
 
 def test_load_adapter_errors(tmp_path):

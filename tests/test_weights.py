@@ -1,7 +1,9 @@
 """safetensors loading and saving, loud loader errors, and the hub download path (with a local stand-in)."""
 
 import json
+import os
 import shutil
+import stat
 from dataclasses import replace
 from pathlib import Path
 
@@ -47,6 +49,17 @@ def test_save_then_load_round_trips(tmp_path, max_shard_bytes):
     loaded = load_weights(tmp_path, SMALL)
     assert list(loaded) == list(weights) and all(torch.equal(loaded[n], weights[n]) for n in weights)
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+def test_saved_files_get_the_usual_permissions(tmp_path):
+    """Exported weights are readable by others, like config.json, under the usual umask 022."""
+    old = os.umask(0o022)
+    try:
+        save_weights(random_weights(SMALL), tmp_path, max_shard_bytes=10_000)
+    finally:
+        os.umask(old)
+    files = list(tmp_path.glob("*.safetensors")) + [tmp_path / INDEX_FILE]
+    assert len(files) > 2 and all(stat.S_IMODE(path.stat().st_mode) == 0o644 for path in files)
 
 
 def test_resaving_in_another_layout_removes_the_old_files(tmp_path):

@@ -17,13 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import Tensor
 
 from .config import Qwen3Config
 from .errors import TrainerError
 from .model import LoraAdapter, lora_names
-from .weights import write_atomic
+from .weights import write_atomic, write_tensors
 
 ALL_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -123,8 +123,7 @@ def adapter_config_json(settings: LoraSettings, base_model: str) -> dict:
 def save_adapter(tensors: dict[str, Tensor], settings: LoraSettings, base_model: str, out_dir: Path) -> None:
     """Write adapter_model.safetensors + adapter_config.json (each file atomically)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    plain = {name: t.detach().float().cpu().contiguous() for name, t in tensors.items()}
-    write_atomic(out_dir / ADAPTER_WEIGHTS, lambda path: save_file(plain, str(path), metadata={"format": "pt"}))
+    write_tensors({name: t.detach().float().cpu() for name, t in tensors.items()}, out_dir / ADAPTER_WEIGHTS)
     text = json.dumps(adapter_config_json(settings, base_model), indent=2)
     write_atomic(out_dir / ADAPTER_CONFIG, lambda path: path.write_text(text, encoding="utf-8"))
 

@@ -230,7 +230,19 @@ def replace_dir(final: Path, build: Callable[[Path], None]) -> None:
 def write_tensors(weights: dict[str, Tensor], path: Path) -> None:
     """Write one safetensors file atomically (contiguous CPU copies are made as needed)."""
     tensors = {name: tensor.contiguous() for name, tensor in weights.items()}
-    write_atomic(path, lambda temp: save_file(tensors, str(temp), metadata={"format": "pt"}))
+
+    def write(temp: Path) -> None:
+        save_file(tensors, str(temp), metadata={"format": "pt"})
+        os.chmod(temp, default_file_mode())  # safetensors creates files only their owner can read
+
+    write_atomic(path, write)
+
+
+def default_file_mode() -> int:
+    """The mode an ordinary new file gets: 0o666 less this process's umask (0o644 under umask 022)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def remove_stale(out_dir: Path, keep: set[str]) -> None:
