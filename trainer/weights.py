@@ -6,7 +6,7 @@ all problems are reported in one error. Pickle formats (.bin, .pt) are never ope
 """
 
 import ctypes
-import ctypes.util
+import functools
 import json
 import os
 import re
@@ -37,18 +37,6 @@ HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
 MAX_NAMES_SHOWN = 20  # per list in a loading error, so a wrong model does not print 400 lines
 
 Transform = Callable[[str, Tensor], object]
-
-
-def load_glibc() -> ctypes.CDLL | None:
-    """The C library when it is glibc (it has malloc_trim), else None."""
-    try:
-        library = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return library if hasattr(library, "malloc_trim") else None
-    except OSError:
-        return None
-
-
-GLIBC = load_glibc()
 
 
 def layer_shapes(config: Qwen3Config, layer: int) -> dict[str, tuple[int, ...]]:
@@ -175,8 +163,18 @@ def return_freed_memory() -> None:
     malloc_trim(0) releases the free pages at once. Other C libraries have no such call and
     need none here.
     """
-    if GLIBC is not None:
-        GLIBC.malloc_trim(0)
+    malloc_trim = glibc_malloc_trim()
+    if malloc_trim is not None:
+        malloc_trim(0)
+
+
+@functools.cache
+def glibc_malloc_trim() -> Callable[[int], int] | None:
+    """glibc's malloc_trim, found among the symbols already loaded into this process; None elsewhere."""
+    try:
+        return getattr(ctypes.CDLL(None), "malloc_trim", None)
+    except (OSError, TypeError):  # TypeError: Windows cannot open the running program by None
+        return None
 
 
 def read_tensor(path: Path, name: str, dtype: torch.dtype, device: str | torch.device) -> Tensor:
