@@ -7,7 +7,9 @@ import torch
 
 from trainer.config import load_config
 from trainer.errors import TrainerError
-from trainer.generate import generate, stream_tokens, top_k_filter, top_p_filter
+from trainer.generate import (Reply, generate, generate_greedy_batch, left_pad, stream_tokens, top_k_filter,
+                              top_p_filter)
+from trainer.lora import LoraSettings, lora_shapes, make_adapter
 from trainer.model import forward, project_to_logits
 from trainer.weights import load_weights
 
@@ -102,3 +104,64 @@ def test_bad_settings_are_rejected(loaded, settings, words):
     _, weights, config = loaded
     with pytest.raises(TrainerError, match=words):
         generate(weights, config, **(dict(prompt_ids=PROMPT, max_new_tokens=5, stop_ids=[]) | settings))
+
+
+# ---------------------------------------------------------------------------
+# Batched greedy generation: left padding, one cache, rows leaving as they stop
+# ---------------------------------------------------------------------------
+
+PROMPTS = [[11, 250, 7], [5, 999, 42, 3, 17, 400, 8, 61], [77], [300, 2, 9, 13, 14]]
+
+
+def test_left_pad_puts_every_last_prompt_token_in_the_last_column():
+    ids, mask = left_pad([[5, 6, 7], [8]], pad_id=0)
+    assert ids.tolist() == [[5, 6, 7], [0, 0, 8]]
+    assert mask.tolist() == [[1, 1, 1], [0, 0, 1]]
+
+
+@pytest.mark.parametrize("with_lora", [False, True])
+def test_batch_equals_one_prompt_at_a_time(loaded, with_lora):
+    _, weights, config = loaded
+    lora = random_adapter(config) if with_lora else None
+    alone = [generate(weights, config, p, max_new_tokens=12, stop_ids=[], lora=lora) for p in PROMPTS]
+    batched = generate_greedy_batch(weights, config, PROMPTS, max_new_tokens=12, stop_ids=[], lora=lora, batch_size=3)
+    assert [list(r.ids) for r in batched] == alone
+    assert all(len(r.ids) == 12 and not r.finished for r in batched)
+    if with_lora:  # the adapter changes the replies, so the equality above is not trivially the base's
+        assert alone != [generate(weights, config, p, max_new_tokens=12, stop_ids=[]) for p in PROMPTS]
+
+
+def test_rows_stop_on_their_own_and_the_others_go_on(loaded):
+    _, weights, config = loaded
+    free = [generate(weights, config, p, max_new_tokens=10, stop_ids=[]) for p in PROMPTS]
+    stop = free[1][3]  # row 1 stops early; other rows stop wherever this id first comes, if at all
+    alone = [generate(weights, config, p, max_new_tokens=10, stop_ids=[stop]) for p in PROMPTS]
+    batched = generate_greedy_batch(weights, config, PROMPTS, max_new_tokens=10, stop_ids=[stop, 123456])
+    assert [list(r.ids) for r in batched] == alone
+    assert [r.finished for r in batched] == [stop in f for f in free]
+    assert batched[1].finished and len(batched[1].ids) <= 3
+    assert any(not r.finished for r in batched)
+
+
+def test_batch_size_and_order_do_not_change_the_replies(loaded):
+    _, weights, config = loaded
+    one_by_one = generate_greedy_batch(weights, config, PROMPTS, max_new_tokens=6, stop_ids=[], batch_size=1)
+    together = generate_greedy_batch(weights, config, PROMPTS[::-1], max_new_tokens=6, stop_ids=[], batch_size=8)
+    assert together[::-1] == one_by_one
+    assert generate_greedy_batch(weights, config, PROMPTS, max_new_tokens=0, stop_ids=[]) == [Reply((), False)] * 4
+
+
+def test_bad_batch_settings_are_rejected(loaded):
+    _, weights, config = loaded
+    with pytest.raises(TrainerError, match="prompt has no tokens"):
+        generate_greedy_batch(weights, config, [[1, 2], []], max_new_tokens=3, stop_ids=[])
+    with pytest.raises(TrainerError, match="batch_size is 0"):
+        generate_greedy_batch(weights, config, PROMPTS, max_new_tokens=3, stop_ids=[], batch_size=0)
+
+
+def random_adapter(config):
+    """LoRA with B != 0 (a freshly initialised adapter would change nothing)."""
+    settings = LoraSettings(r=4, alpha=8.0, dropout=0.0)
+    tensors = {name: torch.randn(shape, generator=torch.Generator().manual_seed(i)) * 0.3
+               for i, (name, shape) in enumerate(lora_shapes(config, settings).items())}
+    return make_adapter(tensors, settings, training=False, dtype=torch.float32)

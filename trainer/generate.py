@@ -2,10 +2,21 @@
 
 `stream_tokens` yields ids as they are chosen, so a chat CLI can print as it goes;
 `generate` collects them. Sampling is temperature, then top-k, then top-p (nucleus).
+
+`generate_greedy_batch` answers many prompts at once (evaluation, rehearsal): prompts of
+different lengths are padded on the LEFT, so every row's last prompt token sits in the same
+column and each step appends one column for all rows under one KV cache:
+
+    prompt lengths 3, 5   ->   _ _ a b c        mask 0 0 1 1 1     positions 0 0 0 1 2
+                               d e f g h             1 1 1 1 1               0 1 2 3 4
+
+The mask keeps padding out of attention and the positions count real tokens only, so each
+row computes what it would alone. A row that reaches a stop id leaves the batch (its cache
+rows are dropped); the others go on.
 """
 
-from collections.abc import Iterator
-from dataclasses import replace
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
@@ -94,3 +105,74 @@ def generate(weights: Weights, config: Qwen3Config, prompt_ids: list[int], max_n
     """The new token ids (without the stop id), generated with a KV cache."""
     return list(stream_tokens(weights, config, prompt_ids, max_new_tokens, stop_ids, greedy,
                               temperature, top_k, top_p, seed, lora))
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One generated reply: the new ids (without the stop id) and why it ended."""
+
+    ids: tuple[int, ...]
+    finished: bool  # True: a stop id ended it; False: max_new_tokens ran out first
+
+
+def left_pad(prompts: Sequence[Sequence[int]], pad_id: int) -> tuple[Tensor, Tensor]:
+    """Prompts of different lengths -> (ids [B, T], mask [B, T]), padded on the left (mask 0 there)."""
+    length = max(len(p) for p in prompts)
+    ids = torch.tensor([[pad_id] * (length - len(p)) + list(p) for p in prompts], dtype=torch.long)
+    mask = torch.tensor([[0] * (length - len(p)) + [1] * len(p) for p in prompts], dtype=torch.long)
+    return ids, mask
+
+
+def keep_rows(cache: KVCache, mask: Tensor, tokens: Tensor, keep: Tensor) -> tuple[KVCache, Tensor, Tensor]:
+    """Drop finished rows: select rows `keep` [B'] of every cached k/v [B, KVH, S, D], the mask and the tokens."""
+    return tuple((k[keep], v[keep]) for k, v in cache), mask[keep], tokens[keep]
+
+
+@torch.inference_mode()
+def greedy_batch(weights: Weights, config: Qwen3Config, prompts: Sequence[Sequence[int]], max_new_tokens: int,
+                 stop_ids: Sequence[int], lora: LoraAdapter | None, pad_id: int) -> list[Reply]:
+    """Greedy replies to one left-padded batch, each row stopping at its own first stop id."""
+    device = weights["model.embed_tokens.weight"].device
+    ids, mask = (t.to(device) for t in left_pad(prompts, pad_id))  # [B, T]
+    stop = torch.tensor(list(stop_ids), dtype=torch.long, device=device)
+    rows = list(range(len(prompts)))  # the prompt each remaining batch row answers
+    new_ids: list[list[int]] = [[] for _ in prompts]
+    finished = [False] * len(prompts)
+    cache: KVCache = ()
+    for _ in range(max_new_tokens):
+        hidden, cache = forward_cached(weights, config, ids, cache, attention_mask=mask, lora=lora)  # [B, T, H]
+        tokens = project_to_logits(weights, config, hidden[:, -1]).float().argmax(-1)  # [B]
+        stopped = torch.isin(tokens, stop).tolist()
+        for row, token, is_stop in zip(rows, tokens.tolist(), stopped):
+            finished[row] = is_stop
+            new_ids[row] += [] if is_stop else [token]
+        if any(stopped):
+            keep = torch.tensor([i for i, is_stop in enumerate(stopped) if not is_stop], device=device)
+            cache, mask, tokens = keep_rows(cache, mask, tokens, keep)
+            rows = [row for row, is_stop in zip(rows, stopped) if not is_stop]
+        if not rows:
+            break
+        ids, mask = tokens[:, None], torch.cat([mask, mask.new_ones(len(rows), 1)], dim=1)  # [B, 1], [B, S + 1]
+    return [Reply(tuple(r), f) for r, f in zip(new_ids, finished)]
+
+
+def generate_greedy_batch(weights: Weights, config: Qwen3Config, prompts: Sequence[Sequence[int]],
+                          max_new_tokens: int, stop_ids: Sequence[int], lora: LoraAdapter | None = None,
+                          pad_id: int = 0, batch_size: int = 32) -> list[Reply]:
+    """Greedy replies to many prompts, in their order; the same tokens as `generate` one at a time.
+
+    Prompts are sorted by length and cut into batches of `batch_size`, so rows of a batch need
+    little padding. LoRA dropout is off. pad_id only fills the padding (the mask hides it).
+    """
+    for prompt in prompts:
+        check_settings(list(prompt), max_new_tokens, True, 1.0, 0, 1.0)
+    if batch_size < 1:
+        raise TrainerError(f"generate: batch_size is {batch_size}; expected 1 or more")
+    lora = None if lora is None else replace(lora, training=False)
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    replies: dict[int, Reply] = {}
+    for start in range(0, len(order), batch_size):
+        chunk = order[start:start + batch_size]
+        batch = greedy_batch(weights, config, [prompts[i] for i in chunk], max_new_tokens, stop_ids, lora, pad_id)
+        replies.update(zip(chunk, batch))
+    return [replies[i] for i in range(len(prompts))]
