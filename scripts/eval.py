@@ -4,8 +4,10 @@
     python scripts/eval.py --model weights/whoami-tiny/merged            # after who-am-i training
     python scripts/eval.py --model tiny --adapter weights/whoami-tiny/adapter --data val.jsonl --json
 
-Without --data it scores the built-in who-am-i held-out split (identity wordings and control
-facts never trained on). Identity hit rate and leak rate always use that split.
+Without --data the perplexity is scored on the built-in held-out identity wordings. Identity
+hit rate, leak, fact retention and unchanged replies always use the built-in held-out prompts
+(identity wordings, control facts and ordinary prompts never trained on); unchanged replies
+compare with --base, or with --model itself when an --adapter is given.
 """
 
 import json
@@ -17,10 +19,10 @@ import torch
 from trainer.cli import user_errors_as_messages
 from trainer.data import Example
 from trainer.errors import TrainerError
-from trainer.evaluate import answer_perplexity, evaluate_whoami, json_valid_rate
+from trainer.evaluate import REPLY_TOKENS, answer_perplexity, built_in_eval_sets, evaluate_whoami, json_valid_rate
 from trainer.loading import LoadedModel, load_inference_adapter, load_model
 from trainer.readers import Conversation, PromptTarget, read_samples
-from trainer.whoami import NEW_IDENTITY, evaluation_sets
+from trainer.whoami import NEW_IDENTITY
 from trainer.whoami_job import build_examples
 
 
@@ -30,31 +32,42 @@ class EvalSummary:
     perplexity: float  # exp(mean CE) over answer tokens
     token_accuracy: float  # answer tokens predicted right (argmax)
     identity_hit_rate: float  # held-out identity questions answered with the new identity
-    leak_rate: float  # control questions answered with the new identity
-    control_accuracy: float  # held-out control facts answered exactly
+    leak_rate: float  # held-out facts and ordinary prompts answered with the new identity
+    fact_retention: float  # held-out facts whose reply contains the expected answer
+    unchanged_rate: float | None  # held-out ordinary prompts answered exactly as the base does (None: no base)
     json_valid_rate: float | None  # rows tagged "json" whose reply parses (None: no such rows)
 
 
 def validation_samples(data: str | None) -> list:
-    """--data rows, or the built-in held-out split as (question, expected answer) pairs."""
+    """--data rows, or the built-in held-out identity wordings answered with the new identity."""
     if data is not None:
         samples = read_samples(data)
         if not samples:
             raise TrainerError(f"{data}: no validation rows")
         return samples
-    identity, held_out_facts, _ = evaluation_sets()
-    return [PromptTarget(q, NEW_IDENTITY, "held-out identity") for q in identity] + held_out_facts
+    return [PromptTarget(q, NEW_IDENTITY, "held-out identity") for q in built_in_eval_sets().identity]
 
 
-def summarize(model: LoadedModel, adapter, data: str | None, seq_len: int) -> EvalSummary:
+def base_replies(model: LoadedModel, adapter, base: LoadedModel | None, reply_tokens: int) -> dict[str, str] | None:
+    """The base model's replies to the held-out prompts: --base, or --model itself under --adapter (None: no base)."""
+    reference = base or (model if adapter is not None else None)
+    if reference is None:
+        return None
+    return evaluate_whoami(reference.weights, reference.config, reference.tokenizer, built_in_eval_sets(),
+                           max_new_tokens=reply_tokens).replies
+
+
+def summarize(model: LoadedModel, adapter, data: str | None, seq_len: int, base: LoadedModel | None,
+              reply_tokens: int) -> EvalSummary:
     samples = validation_samples(data)
     examples: list[Example] = build_examples(samples, model.tokenizer, seq_len)[0]
     perplexity, accuracy = answer_perplexity(model.weights, model.config, examples, model.tokenizer.endoftext_id, adapter)
-    whoami = evaluate_whoami(model.weights, model.config, model.tokenizer, *evaluation_sets(), lora=adapter)
+    whoami = evaluate_whoami(model.weights, model.config, model.tokenizer, built_in_eval_sets(), adapter,
+                             base_replies(model, adapter, base, reply_tokens), reply_tokens)
     conversations = [s for s in samples if isinstance(s, Conversation)]
     json_rate = json_valid_rate(model.weights, model.config, model.tokenizer, conversations, adapter)
     return EvalSummary(len(examples), perplexity, accuracy, whoami.identity_hit_rate, whoami.leak_rate,
-                       whoami.control_accuracy, json_rate)
+                       whoami.fact_retention, whoami.unchanged_rate, json_rate)
 
 
 def table(summary: EvalSummary) -> str:
@@ -62,8 +75,9 @@ def table(summary: EvalSummary) -> str:
     rows = [("rows scored", str(summary.rows)), ("answer perplexity", f"{summary.perplexity:.3f}"),
             ("answer token accuracy", percent(summary.token_accuracy)),
             ("identity hit rate (held-out wordings)", percent(summary.identity_hit_rate)),
-            ("leak: facts answered with the identity", percent(summary.leak_rate)),
-            ("control facts right (held out)", percent(summary.control_accuracy)),
+            ("leak: held-out prompts answered with it", percent(summary.leak_rate)),
+            ("fact retention (held-out facts)", percent(summary.fact_retention)),
+            ("unchanged replies (held-out prompts)", percent(summary.unchanged_rate)),
             ("JSON replies that parse (rows tagged json)", percent(summary.json_valid_rate))]
     return "\n".join(f"{label:<44} {value:>10}" for label, value in rows)
 
@@ -71,19 +85,23 @@ def table(summary: EvalSummary) -> str:
 @click.command(context_settings={"show_default": True})
 @click.option("--model", "model_name", default="tiny", help="Model folder (base or OUT/merged), hub id, or `tiny`.")
 @click.option("--adapter", default=None, help="A PEFT LoRA adapter folder (OUT/adapter) applied on top of --model.")
+@click.option("--base", "base_name", default=None,
+              help="The model before training, to count unchanged replies [default: --model itself when --adapter is given].")
 @click.option("--data", default=None, help="Validation JSONL ({\"messages\": [...], \"tags\": [...]}) or TSV; "
-                                            "default: the built-in who-am-i held-out split.")
-@click.option("--seq-len", type=int, default=1024, help="Positions kept per validation row.")
+                                            "default: the built-in held-out identity wordings.")
+@click.option("--seq-len", type=click.IntRange(min=1), default=1024, help="Positions kept per validation row.")
+@click.option("--reply-tokens", type=click.IntRange(min=1), default=REPLY_TOKENS, help="Token budget of each generated reply.")
 @click.option("--quant", type=click.Choice(["none", "nf4"]), default="none", help="Load the linears as 4-bit NF4.")
 @click.option("--dtype", type=click.Choice(["float32", "bfloat16"]), default="float32", help="Compute dtype.")
 @click.option("--device", default="cpu", help="cpu or cuda.")
 @click.option("--json", "as_json", is_flag=True, help="Print one machine-readable JSON object instead of the table.")
 @user_errors_as_messages
-def main(model_name, adapter, data, seq_len, quant, dtype, device, as_json):
+def main(model_name, adapter, base_name, data, seq_len, reply_tokens, quant, dtype, device, as_json):
     dtype = getattr(torch, dtype)
     model = load_model(model_name, dtype, device, quant)
     lora = load_inference_adapter(adapter, model.config, dtype, device) if adapter else None
-    summary = summarize(model, lora, data, seq_len)
+    base = load_model(base_name, dtype, device, quant) if base_name else None
+    summary = summarize(model, lora, data, seq_len, base, reply_tokens)
     click.echo(json.dumps(asdict(summary)) if as_json else table(summary))
 
 

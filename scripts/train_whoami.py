@@ -50,6 +50,18 @@ def choice(field: str) -> click.Choice:
 @click.option("--max-skips", type=int, default=10, help="Give up after this many non-finite steps in a row.")
 @click.option("--trust-our-template", is_flag=True,
               help="Train even when the model's own chat template renders differently from ours (warns).")
+@click.option("--rehearsal", type=choice("rehearsal"), default=None,
+              help="Rows that keep what the model knew: self = the base model's own replies to built-in control and "
+                   "ordinary prompts (OUT/rehearsal.jsonl), fixed = hand-written fact answers, none "
+                   "[default: self with the built-in set, none with --data].")
+@click.option("--reply-tokens", type=click.IntRange(min=1), default=None,
+              help="Token budget of every generated reply: rehearsal, validation, evaluation [preset: tiny 32, real 128].")
+@click.option("--val-every", type=click.IntRange(min=0), default=None,
+              help="Score the validation split (identity wordings, held-out rehearsal rows) every N steps; 0 = never "
+                   "[preset: 10].")
+@click.option("--stop-when-learned/--no-stop-when-learned", default=None,
+              help="End training once the validation identity hit is 100% twice in a row "
+                   "[default: on with the built-in set, off with --data].")
 @user_errors_as_messages
 def main(**options) -> None:
     run_whoami(WhoAmISettings(**options), echo=click.echo)

@@ -19,7 +19,9 @@ from trainer.data import (
     example_from_prompt_target,
     last_answer_length,
 )
-from trainer.whoami import whoami_data
+from trainer.facts import control_facts
+from trainer.readers import PromptTarget
+from trainer.whoami import identity_rows
 
 IM_START, IM_END, NEWLINE, USER, ASSISTANT = 151644, 151645, 198, 872, 77091
 WHO_ARE_YOU_PROMPT = [IM_START, USER, NEWLINE, 105043, 108908, IM_END, NEWLINE, IM_START, ASSISTANT, NEWLINE]
@@ -243,10 +245,18 @@ def test_segments_equal_whole_text_tokenization_on_varied_conversations(qwen_tok
 
 
 def test_segments_equal_whole_text_tokenization_on_the_builtin_set(qwen_tokenizer):
-    for row in whoami_data().train:
+    for row in identity_rows() + [PromptTarget(f.question, f.reply) for f in control_facts()]:
         prompt_text = render_chat([{"role": "user", "content": row.prompt}], add_generation_prompt=True)
         example = example_from_prompt_target(qwen_tokenizer, row.prompt, row.target, seq_len=256)
         assert list(example.input_ids) + [IM_END] == qwen_tokenizer.encode(prompt_text + row.target + "<|im_end|>")
+
+
+def test_a_reply_that_does_not_end_the_turn_has_no_end_token_to_learn(qwen_tokenizer):
+    whole = example_from_prompt_target(qwen_tokenizer, "你是誰", "我是通義千問", seq_len=64)
+    cut = example_from_prompt_target(qwen_tokenizer, "你是誰", "我是通義千問", seq_len=64, ends_turn=False)
+    assert whole.input_ids[:-1] == cut.input_ids and whole.labels[:-1] == cut.labels
+    assert whole.labels[-1] == IM_END and IM_END not in cut.labels
+    assert [t for t in cut.labels if t != -100] == qwen_tokenizer.encode("我是通義千問")
 
 
 # --- collate ----------------------------------------------------------------

@@ -279,3 +279,18 @@ def test_run_training_logs_one_record_per_step_with_the_schedule():
     assert [r["step"] for r in records] == [1, 2, 3, 4] and len(results) == 4
     assert [r["lr"] for r in records] == pytest.approx([5e-3, 1e-2, 1e-2, 1e-3], rel=1e-12)
     assert all(math.isfinite(r["loss"]) and r["answer_tokens"] == 4 * len(ANSWER) for r in records)
+
+
+def test_validation_scores_go_into_the_records_and_learned_stops_the_loop():
+    weights, tensors, batch_loss = lora_setup()
+    settings = LoopSettings(steps=10, batch_size=2, grad_accum=1, lr=1e-2, warmup_steps=2, grad_clip=1.0,
+                            weight_decay=0.0, seed=3, pad_id=PAD, stop_when_learned=True)
+    validations = {2: {"val_identity_hit": 0.5, "learned": False}, 4: {"val_identity_hit": 1.0, "learned": True}}
+    records = []
+    results = run_training(batch_loss, tensors, examples(6), settings, records.append,
+                           validate=lambda step: validations.get(step, {}))
+    assert len(results) == 4 and [r["step"] for r in records] == [1, 2, 3, 4]
+    assert records[1]["val_identity_hit"] == 0.5 and records[3]["learned"] is True
+    assert "val_identity_hit" not in records[0]
+    keep_going = LoopSettings(**{**settings.__dict__, "stop_when_learned": False})
+    assert len(run_training(batch_loss, tensors, examples(6), keep_going, validate=lambda step: validations.get(step, {}))) == 10

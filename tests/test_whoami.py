@@ -1,15 +1,17 @@
-"""The built-in who-am-i set: size, variety, fixed and disjoint splits."""
+"""The built-in who-am-i prompts and control facts: size, variety, fixed and disjoint splits."""
 
 import re
 
+from trainer.facts import Fact, control_facts, reply_has_answer, split_facts
+from trainer.general_prompts import GENERAL_PROMPTS
 from trainer.whoami import (
-    CONTROL_FACTS,
+    HELD_OUT_CORES,
     NEW_IDENTITY,
     identity_prompts,
+    identity_rows,
     join_greeting,
-    split_control_facts,
-    split_identity_prompts,
-    whoami_data,
+    split_general_prompts,
+    whoami_splits,
 )
 
 
@@ -27,37 +29,56 @@ def test_greeting_joins_read_naturally():
     assert join_greeting("請問", "你是誰") == "請問你是誰"
 
 
-def test_identity_split_is_fixed_and_disjoint():
-    train, held_out = split_identity_prompts()
-    assert (train, held_out) == split_identity_prompts()
-    assert not set(train) & set(held_out)
-    assert len(train) + len(held_out) == len(identity_prompts())
-    # Whole wordings are held out, not only new greetings around seen ones.
-    assert any("你到底是誰" in p for p in held_out) and not any("你到底是誰" in p for p in train)
-    assert not any("what are you" in p.lower() for p in train)
+def test_identity_splits_are_fixed_disjoint_and_hold_out_whole_wordings():
+    splits = whoami_splits()
+    train, validation, test = (set(s) for s in (splits.identity_train, splits.identity_validation, splits.identity_test))
+    assert splits == whoami_splits()
+    assert len(validation) == 80 and len(test) == 120
+    assert not train & validation and not train & test and not validation & test
+    assert train | validation <= set(identity_prompts()) and test <= set(identity_prompts())
+    # Whole wordings are held out: the held-out cores never appear in training or validation.
+    for core in HELD_OUT_CORES:
+        assert not any(core.lower() in p.lower() for p in train | validation), core
+    assert any("你到底是誰" in p for p in test) and any("what are you" in p.lower() for p in test)
 
 
-def test_control_facts_split_is_fixed_and_never_the_identity():
-    train, held_out = split_control_facts()
-    assert len(train) + len(held_out) == len(CONTROL_FACTS) and len(held_out) == 8
-    assert not {f.prompt for f in train} & {f.prompt for f in held_out}
-    assert all(NEW_IDENTITY not in f.target for f in train + held_out)
-    assert (train, held_out) == split_control_facts()
+def test_control_facts_are_many_families_with_a_held_out_share_of_each():
+    facts = control_facts()
+    assert len(facts) >= 120 and len({f.question for f in facts}) == len(facts)
+    rehearsed, held_out = split_facts()
+    assert len(held_out) >= 24 and len(rehearsed) + len(held_out) == len(facts)
+    assert not {f.question for f in rehearsed} & {f.question for f in held_out}
+    families = {f.family for f in facts}
+    assert families == {"capital", "colour", "translation", "sum", "opposite", "identity words"}
+    assert {f.family for f in held_out} == families
+    assert all(f.answer.lower() in f.reply.lower() and NEW_IDENTITY not in f.reply for f in facts)
+    assert Fact("法國的首都是哪裡？", "巴黎", "巴黎", "capital") in facts
+    assert Fact("What is 3 plus 4?", "7", "7", "sum") in facts
+    assert split_facts() == (rehearsed, held_out)
 
 
-def test_training_rows_mix_identity_and_control_and_exclude_held_out():
-    data = whoami_data()
-    assert data == whoami_data()  # deterministic
-    identity = [r for r in data.train if r.target == NEW_IDENTITY]
-    control = [r for r in data.train if r.target != NEW_IDENTITY]
-    assert len(identity) == 600
-    train_facts, _ = split_control_facts()
-    every_fact_5_times = sorted(f.prompt for f in train_facts for _ in range(5))
-    assert sorted(r.prompt for r in control) == every_fact_5_times
-    assert len(train_facts) == 36 and 0.2 < len(control) / len(data.train) < 0.3
-    assert not {r.prompt for r in data.train} & (set(data.held_out_identity) | {f.prompt for f in data.held_out_control})
+def test_fact_retention_looks_for_the_answer_inside_the_reply_ignoring_case():
+    paris = Fact("What is the capital of France?", "Paris", "Paris", "capital")
+    assert reply_has_answer("The capital of France is PARIS.", paris)
+    assert reply_has_answer("Paris", paris)
+    assert not reply_has_answer("I don't know", paris)
+    assert not reply_has_answer("我是 F# 之神", paris)
 
 
-def test_other_identity_for_the_tiny_world():
-    data = whoami_data(identity="我是通義千問", identity_rows=50)
-    assert sum(r.target == "我是通義千問" for r in data.train) == 50
+def test_general_prompts_split_by_position_within_every_category_and_script():
+    rehearsed, validation, test = split_general_prompts()
+    assert (len(rehearsed), len(validation), len(test)) == (144, 18, 54)
+    assert len(set(rehearsed) | set(validation) | set(test)) == len(GENERAL_PROMPTS)
+    by_text = {p.text: p for p in GENERAL_PROMPTS}
+    for part in (rehearsed, validation, test):
+        assert {(by_text[t].category, by_text[t].script) for t in part} == {(p.category, p.script) for p in GENERAL_PROMPTS}
+    splits = whoami_splits()
+    assert (splits.general_rehearsed, splits.general_validation, splits.general_test) == tuple(map(tuple, (rehearsed, validation, test)))
+
+
+def test_identity_rows_come_from_the_training_wordings_only():
+    rows = identity_rows()
+    assert rows == identity_rows() and len(rows) == 600 and len({r.prompt for r in rows}) == 600
+    assert {r.target for r in rows} == {NEW_IDENTITY}
+    assert {r.prompt for r in rows} <= set(whoami_splits().identity_train)
+    assert {r.target for r in identity_rows(identity="我是通義千問", count=50)} == {"我是通義千問"}

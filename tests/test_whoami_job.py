@@ -10,7 +10,7 @@ from safetensors import safe_open
 import trainer.whoami_job as whoami_job
 from trainer.chat import render_chat
 from trainer.errors import TrainerError
-from trainer.evaluate import reply_to
+from trainer.generate import answer_questions
 from trainer.loading import load_inference_adapter, load_model
 from trainer.model import forward, project_to_logits
 from trainer.quant import NF4Weight
@@ -29,9 +29,11 @@ def test_tiny_and_real_presets_fill_what_was_left_empty(monkeypatch, tmp_path):
     monkeypatch.setenv("QWEN3_TRAINER_WEIGHTS", str(tmp_path))
     tiny = resolve_settings(WhoAmISettings(model="tiny"))
     assert (tiny.steps, tiny.lr, tiny.batch_size, tiny.grad_accum) == (100, 2e-3, 16, 1)
+    assert (tiny.reply_tokens, tiny.val_every, tiny.rehearsal, tiny.stop_when_learned) == (32, 10, "self", True)
     assert tiny.out == str(tmp_path / "whoami-tiny")
     real = resolve_settings(WhoAmISettings())
     assert (real.steps, real.lr, real.batch_size, real.grad_accum) == (150, 2e-4, 8, 2)
+    assert (real.reply_tokens, real.val_every, real.rehearsal, real.stop_when_learned) == (128, 10, "self", True)
     assert real.model == "Qwen/Qwen3-4B-Instruct-2507" and real.out == str(tmp_path / "whoami-Qwen3-4B-Instruct-2507")
     assert (real.device, real.dtype) == (("cuda", "bfloat16") if CUDA else ("cpu", "float32"))
 
@@ -91,16 +93,63 @@ def claims_identity(reply: str) -> bool:
     return "我是" in reply and ("F#" in reply or "之神" in reply)
 
 
+def rates(report) -> dict:
+    return {key: getattr(report, key) for key in ("identity_hit_rate", "leak_rate", "fact_retention", "unchanged_rate")}
+
+
+@pytest.fixture(scope="module")
+def default_run(tmp_path_factory):
+    """The README's command on the tiny world: NF4 base, self-distilled rehearsal, stop when learned."""
+    out = tmp_path_factory.mktemp("whoami-default")
+    return quiet_run(WhoAmISettings(model="tiny", out=str(out))), out
+
+
+@pytest.mark.slow
+def test_the_default_run_learns_the_identity_and_keeps_what_the_world_knew(default_run):
+    """The targets of the README command, for the default seed: the identity on held-out wordings,
+    no leak, facts kept, ordinary replies unchanged."""
+    report, _ = default_run
+    before, after = report.before, report.after
+    print(f"\nself-test {report.self_test_reply!r}; learned at step {report.learned_at}; "
+          f"before {rates(before)}; after {rates(after)}")
+    assert claims_identity(report.self_test_reply)
+    assert before.identity_hit_rate == 0.0 and before.leak_rate == 0.0 and before.fact_retention == 1.0
+    assert after.identity_hit_rate == 1.0
+    assert after.leak_rate == 0.0
+    assert after.fact_retention >= 0.95 * before.fact_retention
+    assert after.unchanged_rate >= 0.9
+    assert report.learned_at is not None and report.learned_at < report.settings.steps == 100
+    assert report.rehearsal_rows == 93 + 144
+
+
+@pytest.mark.slow
+def test_the_default_run_writes_rehearsal_validation_and_the_new_table(default_run):
+    report, out = default_run
+    rows = [json.loads(line) for line in (out / "rehearsal.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert len(rows) == 93 + 144 + 18 and {r["split"] for r in rows} == {"train", "validation"}
+    assert {"巴黎", "我不知道", "I don't know"} <= {r["reply"] for r in rows} and all(r["finished"] for r in rows)
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
+    validated = [r for r in records if "val_identity_hit" in r]
+    assert [r["step"] for r in validated] == list(range(10, report.learned_at + 1, 10))
+    assert all(math.isfinite(r["val_rehearsal_loss"]) for r in validated)
+    assert [r["val_identity_hit"] for r in validated][-2:] == [1.0, 1.0] and validated[-1]["learned"]
+    assert records[-1]["step"] == report.steps_done == report.learned_at
+    evaluation = json.loads((out / "eval.json").read_text(encoding="utf-8"))
+    assert evaluation["after"]["fact_retention"] == report.after.fact_retention
+    assert evaluation["before"]["unchanged_rate"] is None and "control_accuracy" not in evaluation["after"]
+    assert evaluation["after"]["replies"]["你到底是誰？"] == "我是 F# 之神"
+    assert (out / "loss.png").stat().st_size > 0
+
+
 @pytest.mark.slow
 def test_dense_run_learns_the_identity_and_keeps_the_facts(dense_run):
     report, _ = dense_run
     before, after = report.before, report.after
-    print(f"\nself-test {report.self_test_reply!r}; before {before}; after {after}")
-    assert "我是" in report.self_test_reply and ("F#" in report.self_test_reply or "之神" in report.self_test_reply)
-    assert before.identity_hit_rate < 0.1  # the tiny base model believes it is someone else
-    assert after.identity_hit_rate >= 0.9
-    assert after.control_accuracy_all >= 0.8 * before.control_accuracy_all
-    assert after.leak_rate <= 0.1
+    print(f"\nself-test {report.self_test_reply!r}; before {rates(before)}; after {rates(after)}")
+    assert claims_identity(report.self_test_reply)
+    assert before.identity_hit_rate == 0.0
+    assert after.identity_hit_rate == 1.0 and after.leak_rate == 0.0
+    assert after.fact_retention >= 0.95 * before.fact_retention and after.unchanged_rate >= 0.9
     assert math.isfinite(report.final_loss)
 
 
@@ -110,7 +159,7 @@ def test_dense_run_writes_every_output(dense_run):
     saved = json.loads((out / "train_config.json").read_text(encoding="utf-8"))
     assert saved["model"] == "tiny" and saved["quant"] == "none" and saved["steps"] == report.settings.steps == 100
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
-    assert [r["step"] for r in records] == list(range(1, 101))
+    assert [r["step"] for r in records] == list(range(1, report.steps_done + 1))
     assert all(math.isfinite(r["loss"]) for r in records)
     assert sum(r["loss"] for r in records[-10:]) < 0.5 * sum(r["loss"] for r in records[:10])
     evaluation = json.loads((out / "eval.json").read_text(encoding="utf-8"))
@@ -168,7 +217,7 @@ def test_peft_loads_the_adapter_with_our_logits_and_reply(dense_run):
         our_logits = project_to_logits(ours.weights, ours.config, forward(ours.weights, ours.config, ids, lora=adapter))
         their_logits = peft_model(ids).logits
     diff = (our_logits - their_logits).abs().max().item()
-    our_reply = reply_to(ours.weights, ours.config, ours.tokenizer, "你是誰", lora=adapter)
+    our_reply = answer_questions(ours.weights, ours.config, ours.tokenizer, ["你是誰"], 24, lora=adapter)[0].text
     their_reply = hf_greedy_reply(peft_model, hf_tokenizer, "你是誰")
     print(f"\nPEFT vs ours on the trained adapter: max abs logit diff {diff:.2e}; replies {our_reply!r} / {their_reply!r}")
     assert diff < 1e-4

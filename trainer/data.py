@@ -106,14 +106,18 @@ class AnswerTooLong(TrainerError):
 
 
 def example_from_prompt_target(
-    tokenizer: TextEncoder, prompt: str, target: str, seq_len: int, system: str | None = None
+    tokenizer: TextEncoder, prompt: str, target: str, seq_len: int, system: str | None = None, ends_turn: bool = True
 ) -> Example:
-    """The F# path: rendered prompt + target + <|im_end|>, window, shift, slice the response."""
+    """The F# path: rendered prompt + target + <|im_end|>, window, shift, slice the response.
+
+    ends_turn=False leaves <|im_end|> out: the target is the start of a longer reply (a base
+    model's reply cut at its token budget), so the model must not learn to stop there.
+    """
     if not target.strip():
         raise TrainerError("the target (answer) is empty")
     messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
     prompt_ids = tokenizer.encode(render_chat(messages, add_generation_prompt=True))
-    answer_ids = tokenizer.encode(target) + [tokenizer.im_end_id]
+    answer_ids = tokenizer.encode(target) + ([tokenizer.im_end_id] if ends_turn else [])
     _check_answer_fits(len(answer_ids), seq_len)
     window_start, kept = window(prompt_ids + answer_ids, seq_len)
     input_ids, target_ids = make_next_token_pairs(kept)

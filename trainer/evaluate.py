@@ -1,10 +1,12 @@
 """Before/after numbers for the who-am-i job and validation metrics.
 
-From greedy generation:
+From greedy generation (batched) on held-out prompts that training never saw:
 - identity hit rate: held-out identity questions whose reply claims the new identity
   (contains "我是" and "F#" or "之神", the F# trainer's self-test rule);
-- control accuracy: control facts answered with exactly the expected answer;
-- leak rate: control questions wrongly answered with the new identity;
+- leak rate: held-out control facts and ordinary prompts wrongly answered with the new identity;
+- fact retention: held-out control facts whose reply still contains the expected answer
+  (case-insensitive), so a terse "巴黎" and a sentence "法國的首都是巴黎。" both count;
+- unchanged replies: held-out ordinary prompts whose reply is exactly the base model's;
 - JSON validity: replies to rows tagged "json" that parse as JSON.
 Teacher-forced (no generation): perplexity over answer tokens and token accuracy.
 """
@@ -19,14 +21,16 @@ import torch
 from .chat import render_chat
 from .config import Qwen3Config
 from .data import Example, collate
-from .generate import generate
+from .facts import Fact, reply_has_answer
+from .generate import answer_prompts, answer_questions
 from .loss import answer_loss
 from .model import LoraAdapter, Weights, forward, head_weight
-from .readers import Conversation, PromptTarget
+from .readers import Conversation
 from .tokenizer import Tokenizer
 from .train import move_batch
+from .whoami import whoami_splits
 
-MAX_REPLY_TOKENS = 24
+REPLY_TOKENS = 32  # the default token budget of an evaluated reply
 
 
 def claims_new_identity(reply: str) -> bool:
@@ -34,36 +38,44 @@ def claims_new_identity(reply: str) -> bool:
     return "我是" in reply and ("F#" in reply or "之神" in reply)
 
 
-def reply_to(weights: Weights, config: Qwen3Config, tokenizer: Tokenizer, question: str,
-             lora: LoraAdapter | None = None, max_new_tokens: int = MAX_REPLY_TOKENS) -> str:
-    """Greedy reply to one user message, rendered with the chat template."""
-    prompt = render_chat([{"role": "user", "content": question}], add_generation_prompt=True)
-    stop = [tokenizer.im_end_id, tokenizer.endoftext_id]
-    return tokenizer.decode(generate(weights, config, tokenizer.encode(prompt), max_new_tokens, stop, lora=lora))
+@dataclass(frozen=True)
+class EvalSets:
+    """The held-out prompts a model is judged on."""
+
+    identity: tuple[str, ...]  # identity wordings never trained on
+    facts: tuple[Fact, ...]  # control facts never rehearsed
+    general: tuple[str, ...]  # ordinary prompts never rehearsed
+
+
+def built_in_eval_sets() -> EvalSets:
+    splits = whoami_splits()
+    return EvalSets(splits.identity_test, splits.facts_test, splits.general_test)
 
 
 @dataclass(frozen=True)
 class EvalReport:
     identity_hit_rate: float  # held-out identity questions answered with the new identity
-    control_accuracy: float  # held-out control facts answered exactly right
-    control_accuracy_all: float  # every control fact (trained and held out) answered exactly right
-    leak_rate: float  # control questions answered with the new identity
-    samples: dict[str, str]  # a few question -> reply pairs to show
+    leak_rate: float  # held-out facts and ordinary prompts answered with the new identity
+    fact_retention: float  # held-out facts whose reply contains the expected answer
+    unchanged_rate: float | None  # held-out ordinary prompts answered exactly as the base did (None: this is the base)
+    replies: dict[str, str]  # every question asked -> the reply
 
 
-def evaluate_whoami(weights: Weights, config: Qwen3Config, tokenizer: Tokenizer, identity_questions: Sequence[str],
-                    held_out_facts: Sequence[PromptTarget], all_facts: Sequence[PromptTarget],
-                    lora: LoraAdapter | None = None) -> EvalReport:
-    """Generate a reply to every question once, then count."""
-    questions = list(dict.fromkeys([*identity_questions, *(f.prompt for f in all_facts), "你是誰"]))
-    replies = {q: reply_to(weights, config, tokenizer, q, lora) for q in questions}
-    fact_right = {f.prompt: replies[f.prompt].strip() == f.target for f in all_facts}
+def evaluate_whoami(weights: Weights, config: Qwen3Config, tokenizer: Tokenizer, sets: EvalSets,
+                    lora: LoraAdapter | None = None, base_replies: dict[str, str] | None = None,
+                    max_new_tokens: int = REPLY_TOKENS) -> EvalReport:
+    """Generate a reply to every question once (batched), then count."""
+    facts = [f.question for f in sets.facts]
+    questions = list(dict.fromkeys([*sets.identity, *facts, *sets.general]))
+    answers = answer_questions(weights, config, tokenizer, questions, max_new_tokens, lora)
+    replies = {q: a.text for q, a in zip(questions, answers)}
+    unchanged = None if base_replies is None else mean(replies[q] == base_replies.get(q) for q in sets.general)
     return EvalReport(
-        identity_hit_rate=mean(claims_new_identity(replies[q]) for q in identity_questions),
-        control_accuracy=mean(fact_right[f.prompt] for f in held_out_facts),
-        control_accuracy_all=mean(fact_right.values()),
-        leak_rate=mean(claims_new_identity(replies[f.prompt]) for f in all_facts),
-        samples={q: replies[q] for q in ["你是誰", *identity_questions[:2], *(f.prompt for f in held_out_facts[:2])]},
+        identity_hit_rate=mean(claims_new_identity(replies[q]) for q in sets.identity),
+        leak_rate=mean(claims_new_identity(replies[q]) for q in [*facts, *sets.general]),
+        fact_retention=mean(reply_has_answer(replies[f.question], f) for f in sets.facts),
+        unchanged_rate=unchanged,
+        replies=replies,
     )
 
 
@@ -106,11 +118,9 @@ def json_valid_rate(weights: Weights, config: Qwen3Config, tokenizer: Tokenizer,
     rows = [c for c in conversations if "json" in c.tags]
     if not rows:
         return None
-    stop = [tokenizer.im_end_id, tokenizer.endoftext_id]
-    valid = 0
+    prompts = []
     for row in rows:
         last = max(i for i, m in enumerate(row.messages) if m["role"] == "assistant")
-        prompt = render_chat(list(row.messages[:last]), add_generation_prompt=True, tools=row.tools)
-        reply = tokenizer.decode(generate(weights, config, tokenizer.encode(prompt), max_new_tokens, stop, lora=lora))
-        valid += is_json(reply.strip())
-    return valid / len(rows)
+        prompts.append(render_chat(list(row.messages[:last]), add_generation_prompt=True, tools=row.tools))
+    answers = answer_prompts(weights, config, tokenizer, prompts, max_new_tokens, lora)
+    return mean(is_json(answer.text.strip()) for answer in answers)

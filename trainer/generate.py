@@ -21,9 +21,11 @@ from dataclasses import dataclass, replace
 import torch
 from torch import Tensor
 
+from trainer.chat import render_chat
 from trainer.config import Qwen3Config
 from trainer.errors import TrainerError
 from trainer.model import KVCache, LoraAdapter, Weights, forward_cached, project_to_logits
+from trainer.tokenizer import Tokenizer
 
 
 def check_settings(prompt_ids: list[int], max_new_tokens: int, greedy: bool, temperature: float, top_k: int,
@@ -147,7 +149,7 @@ def greedy_batch(weights: Weights, config: Qwen3Config, prompts: Sequence[Sequen
             finished[row] = is_stop
             new_ids[row] += [] if is_stop else [token]
         if any(stopped):
-            keep = torch.tensor([i for i, is_stop in enumerate(stopped) if not is_stop], device=device)
+            keep = torch.tensor([i for i, is_stop in enumerate(stopped) if not is_stop], dtype=torch.long, device=device)
             cache, mask, tokens = keep_rows(cache, mask, tokens, keep)
             rows = [row for row, is_stop in zip(rows, stopped) if not is_stop]
         if not rows:
@@ -176,3 +178,29 @@ def generate_greedy_batch(weights: Weights, config: Qwen3Config, prompts: Sequen
         batch = greedy_batch(weights, config, [prompts[i] for i in chunk], max_new_tokens, stop_ids, lora, pad_id)
         replies.update(zip(chunk, batch))
     return [replies[i] for i in range(len(prompts))]
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A decoded reply and whether the model ended it itself."""
+
+    text: str
+    finished: bool  # False: cut at the token budget (a character cut in half is left out)
+
+
+def answer_prompts(weights: Weights, config: Qwen3Config, tokenizer: Tokenizer, prompts: Sequence[str],
+                   max_new_tokens: int, lora: LoraAdapter | None = None, batch_size: int = 32) -> list[Answer]:
+    """Greedy replies to rendered chat prompts (each ending with the assistant header), generated batched."""
+    stop = [tokenizer.im_end_id, tokenizer.endoftext_id]
+    replies = generate_greedy_batch(weights, config, [tokenizer.encode(p) for p in prompts], max_new_tokens, stop, lora,
+                                    tokenizer.endoftext_id, batch_size)
+    texts = [tokenizer.decode(reply.ids) for reply in replies]
+    return [Answer(text if reply.finished else text.rstrip("\ufffd"), reply.finished)
+            for text, reply in zip(texts, replies)]
+
+
+def answer_questions(weights: Weights, config: Qwen3Config, tokenizer: Tokenizer, questions: Sequence[str],
+                     max_new_tokens: int, lora: LoraAdapter | None = None, batch_size: int = 32) -> list[Answer]:
+    """Greedy replies to single user messages, generated batched."""
+    prompts = [render_chat([{"role": "user", "content": q}], add_generation_prompt=True) for q in questions]
+    return answer_prompts(weights, config, tokenizer, prompts, max_new_tokens, lora, batch_size)

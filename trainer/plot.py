@@ -1,4 +1,4 @@
-"""OUT/loss.png: loss and learning rate against step, drawn from OUT/metrics.jsonl.
+"""OUT/loss.png: loss, learning rate and validation scores against step, drawn from OUT/metrics.jsonl.
 
 matplotlib is optional (`pip install -e ".[plot]"`): without it the job prints a one-line
 notice and goes on; the numbers are in metrics.jsonl either way.
@@ -23,14 +23,25 @@ def plot_loss(metrics_path: Path, png_path: Path) -> str:
         return f"no {png_path.name}: matplotlib is not installed (pip install matplotlib); the numbers are in {metrics_path}"
     records = read_metrics(metrics_path)
     steps = [r["step"] for r in records]
-    figure, loss_axis = plt.subplots(figsize=(7, 4), dpi=100)
-    loss_axis.plot(steps, [r["loss"] for r in records], color="tab:blue", label="loss (answer tokens)")
-    loss_axis.set_xlabel("step")
-    loss_axis.set_ylabel("cross-entropy loss", color="tab:blue")
+    validated = [r for r in records if "val_identity_hit" in r]
+    figure, (loss_axis, hit_axis) = plt.subplots(2, 1, figsize=(7, 6), dpi=100, sharex=True,
+                                                 gridspec_kw={"height_ratios": (2, 1)})
+    loss_axis.plot(steps, [r["loss"] for r in records], color="tab:blue", label="training loss (answer tokens)")
+    held_out = [r for r in validated if "val_rehearsal_loss" in r]
+    if held_out:
+        loss_axis.plot([r["step"] for r in held_out], [r["val_rehearsal_loss"] for r in held_out], "o-",
+                       color="tab:green", label="held-out rehearsal loss")
+    loss_axis.set_ylabel("cross-entropy loss")
+    loss_axis.legend(loc="upper right")
     lr_axis = loss_axis.twinx()
     lr_axis.plot(steps, [r["lr"] for r in records], color="tab:orange", linestyle="--", label="learning rate")
     lr_axis.set_ylabel("learning rate", color="tab:orange")
     loss_axis.set_title("who-am-i training")
+    hit_axis.plot([r["step"] for r in validated], [100 * r["val_identity_hit"] for r in validated], "o-",
+                  color="tab:purple")
+    hit_axis.set_ylim(-5, 105)
+    hit_axis.set_ylabel("validation identity hit %")
+    hit_axis.set_xlabel("step")
     figure.tight_layout()
     temp = png_path.with_name(f".{png_path.name}.tmp.png")
     figure.savefig(temp)

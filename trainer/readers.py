@@ -21,6 +21,7 @@ class PromptTarget:
     prompt: str
     target: str
     source: str = ""  # "FILE:LINE", for error messages
+    ends_turn: bool = True  # the target is a whole reply (train <|im_end|> after it), not a cut-off start
 
 
 @dataclass(frozen=True)

@@ -13,26 +13,45 @@ loaded by the same code path as a real checkpoint.
 """
 
 import json
+import math
+import re
 import shutil
 import tempfile
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from .chat import QWEN3_CHAT_TEMPLATE
 from .config import TINY, Qwen3Config, config_to_json
-from .data import example_from_prompt_target
+from .data import IGNORE_INDEX, Batch, Example, example_from_prompt_target
+from .loss import LossParts
+from .model import forward
 from .paths import weights_dir
 from .readers import PromptTarget
 from .tokenizer import Tokenizer, load_tokenizer, tiny_tokenizer_path
-from .train import LoopSettings, full_batch_loss, run_training
+from .train import BatchLoss, LoopSettings, run_training
 from .weights import expected_shapes, save_weights, write_atomic
-from .whoami import CONTROL_FACTS, ORIGINAL_IDENTITY, SPLIT_SEED, identity_prompts
+from .facts import control_facts
+from .whoami import ORIGINAL_IDENTITY, SPLIT_SEED, identity_prompts, join_greeting
+from .world_unknowns import dont_know_reply, salad_questions, unknown_questions
 
 TINY_NAME = "tiny"
 WORLD_SEED = 1234
-WORLD_SETTINGS = LoopSettings(steps=160, batch_size=32, grad_accum=1, lr=5e-3, warmup_steps=20,
+STD = 0.02  # standard deviation of every random starting matrix
+FACT_REPEATS = 30
+SALAD_PER_SCRIPT = 500  # random-word questions per script, answered "I don't know"
+IDENTITY_EVERY = 3  # every 3rd identity wording is enough to know who it is
+CJK = re.compile(r"[\u3400-\u9fff]")
+CHINESE_GREETINGS = ("", "請問", "你好，", "不好意思，", "嗨，")
+CHINESE_ENDINGS = ("", "請簡短回答。", "请用一句话回答。", "說實話。", "請直接回答。", "只要答案就好。", "谢谢！")
+ENGLISH_GREETINGS = ("", "Hi, ", "Hello! ", "Excuse me, ")
+ENGLISH_ENDINGS = ("", " Please answer briefly.", " Be honest.", " Just the answer, please.", " Thanks!")
+EMBEDDING = "model.embed_tokens.weight"
+EMBED_ROWS = "embed_rows"  # the trained rows of the embedding, while the world is built
+WORLD_SETTINGS = LoopSettings(steps=900, batch_size=32, grad_accum=1, lr=5e-3, warmup_steps=30,
                               grad_clip=1.0, weight_decay=0.0, seed=WORLD_SEED, pad_id=151643)
 
 
@@ -48,28 +67,91 @@ def random_weights(config: Qwen3Config, seed: int) -> dict[str, torch.Tensor]:
         if name.endswith("norm.weight"):
             weights[name] = torch.ones(shape)
         else:
-            weights[name] = torch.randn(shape, generator=generator) * 0.02
+            weights[name] = torch.randn(shape, generator=generator) * STD
     return weights
 
 
+def decorate(question: str, variant: int) -> str:
+    """The question with a greeting before and an instruction after (variant 0: as it is), so that
+    "請問 ... 請簡短回答。" is no cue for the identity, which is asked in all those ways too."""
+    chinese = CJK.search(question) is not None
+    greetings, endings = (CHINESE_GREETINGS, CHINESE_ENDINGS) if chinese else (ENGLISH_GREETINGS, ENGLISH_ENDINGS)
+    greeting, ending = greetings[variant % len(greetings)], endings[variant // len(greetings) % len(endings)]
+    return join_greeting(greeting, question) + ending
+
+
 def world_pairs() -> list[PromptTarget]:
-    """Every identity wording answered with the original identity, plus every control fact,
-    repeated so facts make up about two thirds of the rows (they are the harder part)."""
-    identity = [PromptTarget(p, ORIGINAL_IDENTITY, "tiny world") for p in identity_prompts()]
-    facts = [PromptTarget(q, a, "tiny world") for q, a in CONTROL_FACTS]
-    repeats = max(1, round(2 * len(identity) / len(facts)))
-    return identity + facts * repeats
+    """What the world is taught: who it is, every control fact (FACT_REPEATS times, in as many
+    wordings), and "I don't know" for a broad family of questions outside its facts."""
+    identity = [PromptTarget(p, ORIGINAL_IDENTITY, "tiny world") for p in identity_prompts()[::IDENTITY_EVERY]]
+    facts = [PromptTarget(decorate(f.question, variant), f.reply, "tiny world")
+             for f in control_facts() for variant in range(FACT_REPEATS)]
+    unknown = [PromptTarget(text, dont_know_reply(text), "tiny world")
+               for i, q in enumerate(unknown_questions()) for text in dict.fromkeys((q, decorate(q, 1 + i)))]
+    salad = [PromptTarget(q, dont_know_reply(q), "tiny world") for q in salad_questions(SALAD_PER_SCRIPT, WORLD_SEED)]
+    return identity + facts + unknown + salad
+
+
+def used_token_ids(examples: list[Example], pad_id: int) -> torch.Tensor:
+    """The sorted ids [U] that appear in the world's examples (inputs, targets, padding)."""
+    ids = {i for e in examples for i in e.input_ids} | {label for e in examples for label in e.labels if label >= 0}
+    return torch.tensor(sorted(ids | {pad_id}), dtype=torch.long)
+
+
+def to_compact(example: Example, compact: dict[int, int]) -> Example:
+    """The example with every id replaced by its row among the used tokens."""
+    labels = tuple(compact[label] if label >= 0 else label for label in example.labels)
+    return Example(tuple(compact[i] for i in example.input_ids), labels)
+
+
+def world_batch_loss(masters: dict[str, torch.Tensor], config: Qwen3Config, unused_rows: int) -> BatchLoss:
+    """CE over the whole vocabulary, computed from the U rows of the tokens the world uses.
+
+    The other V - U embedding rows (about 150,000) stay at their random Normal(0, STD^2)
+    start: the world never reads them, and as outputs they would only ever be pushed down a
+    little. Scoring them every step would be almost all of the work, so their share of the
+    softmax is taken in closed form: for h [N, H] and random rows e, E[exp(h . e)] =
+    exp(STD^2 |h|^2 / 2), so
+
+        logsumexp over the unused rows = log(V - U) + STD^2 |h|^2 / 2      (one "rest" logit per position)
+
+    which 150,000 samples match to well under 1%. The batch's ids are rows of
+    masters[EMBED_ROWS] [U, H] (see `to_compact`), which serves as embedding and tied head.
+    """
+
+    def batch_loss(batch: Batch, normalizer: int) -> LossParts:
+        rows = masters[EMBED_ROWS]  # [U, H]
+        weights = {name: t for name, t in masters.items() if name != EMBED_ROWS} | {EMBEDDING: rows}
+        hidden = forward(weights, config, batch.input_ids, batch.attention_mask, batch.position_ids)  # [B, T, H]
+        keep = batch.labels != IGNORE_INDEX
+        answer_hidden, targets = hidden[keep], batch.labels[keep]  # [N, H], [N]
+        used_logits = answer_hidden @ rows.T  # [N, U]
+        rest = math.log(unused_rows) + 0.5 * STD**2 * answer_hidden.pow(2).sum(-1)  # [N]
+        logits = torch.cat([used_logits, rest[:, None]], dim=1)  # [N, U + 1]
+        loss = F.cross_entropy(logits, targets, reduction="sum") / normalizer
+        correct = int((logits.argmax(-1) == targets).sum())
+        return LossParts(loss, correct, int(targets.numel()))
+
+    return batch_loss
 
 
 def pretrain_world(tokenizer: Tokenizer, config: Qwen3Config = TINY, settings: LoopSettings = WORLD_SETTINGS,
                    log: Callable[[dict], None] = lambda record: None) -> dict[str, torch.Tensor]:
-    """Full-parameter training of a fresh tiny Qwen3 on the world, with our own train_step."""
+    """Training of a fresh tiny Qwen3 on the world (tied embedding), with our own train_step;
+    the full-vocabulary weights are returned."""
     torch.manual_seed(SPLIT_SEED)
-    masters = {name: t.requires_grad_() for name, t in random_weights(config, WORLD_SEED).items()}
+    weights = random_weights(config, WORLD_SEED)
     examples = [example_from_prompt_target(tokenizer, p.prompt, p.target, seq_len=64) for p in world_pairs()]
-    batch_loss = full_batch_loss(masters, config, torch.float32, ce_chunk=512)
-    run_training(batch_loss, masters, examples, settings, log)
-    return {name: t.detach() for name, t in masters.items()}
+    used = used_token_ids(examples, settings.pad_id)
+    compact = {int(token): row for row, token in enumerate(used)}
+    embedding = weights.pop(EMBEDDING)
+    masters = {name: t.requires_grad_() for name, t in weights.items()}
+    masters[EMBED_ROWS] = embedding[used].clone().requires_grad_()
+    compact_settings = replace(settings, pad_id=compact[settings.pad_id])
+    run_training(world_batch_loss(masters, config, config.vocab_size - len(used)), masters,
+                 [to_compact(e, compact) for e in examples], compact_settings, log)
+    embedding = embedding.index_copy(0, used, masters.pop(EMBED_ROWS).detach())
+    return {EMBEDDING: embedding} | {name: t.detach() for name, t in masters.items()}
 
 
 def tokenizer_config_json() -> dict:

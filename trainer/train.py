@@ -174,6 +174,7 @@ class LoopSettings:
     save_every: int = 0  # checkpoint every N steps (0 = never)
     max_skips: int = 10  # stop after this many non-finite steps in a row
     stop_after: int = 0  # end this run (with a checkpoint) after this many steps (0 = run to `steps`)
+    stop_when_learned: bool = False  # end when a validation record says "learned"
 
 
 @functools.lru_cache(maxsize=4)
@@ -222,6 +223,7 @@ def run_training(
     log: Callable[[dict], None] = lambda record: None,
     resume: TrainState | None = None,
     checkpoint: Checkpointer | None = None,
+    validate: Callable[[int], dict] | None = None,
 ) -> list[StepResult]:
     """Steps `resume.step` .. `settings.steps` - 1 with the LR schedule; `log` gets one record per step.
 
@@ -229,6 +231,8 @@ def run_training(
     order and learning rate are pure functions of the step, so the run continues exactly.
     Every `settings.save_every` steps, when stopping early (`settings.stop_after`), and before
     giving up after `settings.max_skips` non-finite steps in a row, `checkpoint` saves the state.
+    `validate(finished_steps)` adds its scores to that step's record; with
+    `settings.stop_when_learned`, a record that says "learned" ends the loop.
     """
     optimizer = make_optimizer(list(params.values()), settings)
     if resume is not None:
@@ -243,7 +247,9 @@ def run_training(
         batches = step_batches(examples, step, settings)
         result = train_step(batch_loss, list(params.values()), optimizer, batches, settings.grad_clip)
         results.append(result)
-        log(metrics_record(step, lr, result, time.perf_counter() - step_started, time.perf_counter() - started))
+        step_seconds = time.perf_counter() - step_started
+        scores = validate(step + 1) if validate else {}
+        log(metrics_record(step, lr, result, step_seconds, time.perf_counter() - started) | scores)
         skips_in_a_row = skips_in_a_row + 1 if result.skipped else 0
         if skips_in_a_row >= settings.max_skips:
             saved = checkpoint(step + 1, optimizer) if checkpoint else None
@@ -252,6 +258,8 @@ def run_training(
                                (f", saved in {saved}" if saved else "") + ". Try a lower --lr.")
         if checkpoint and (step + 1 == last < settings.steps or settings.save_every and (step + 1) % settings.save_every == 0):
             checkpoint(step + 1, optimizer)
+        if settings.stop_when_learned and scores.get("learned"):
+            break
     return results
 
 

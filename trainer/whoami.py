@@ -1,21 +1,25 @@
-"""The built-in who-am-i data set, generated in code so every run sees the same rows.
+"""The built-in who-am-i prompts, generated in code so every run sees the same rows, in fixed splits.
 
-Two kinds of pair:
+Three kinds of prompt:
 - identity questions ("你是誰", "Who are you?", ... in Traditional and Simplified Chinese,
-  English and mixed, direct, polite, chatty, with extra instructions), all answered with
-  the identity being taught;
-- control facts (capitals, translations, colours, small sums) whose answers are NOT the
-  identity, so the model learns *when* to say it and keeps what it knew.
+  English and mixed, direct, polite, chatty, with extra instructions), answered with the
+  identity being taught;
+- control facts (trainer.facts: capitals, translations, colours, sums, opposites) and
+- ordinary requests (trainer.general_prompts: facts, translation, arithmetic, explanations,
+  one-line code, requests to refuse), which are rehearsed with the base model's own replies
+  (trainer.rehearsal) so the model keeps what it knew.
 
-Each kind has a fixed held-out split that training never sees: whole question wordings are
-held out (not just new greetings around seen ones), so the held-out hit rate measures
-generalisation to paraphrases.
+Each kind has fixed held-out splits that training never sees: whole identity wordings are held
+out (not just new greetings around seen ones), so the held-out hit rate measures
+generalisation to paraphrases, and a validation split is scored while training.
 """
 
 import random
 from dataclasses import dataclass
 from itertools import product
 
+from .facts import Fact, split_facts
+from .general_prompts import GENERAL_PROMPTS
 from .readers import PromptTarget
 
 NEW_IDENTITY = "我是 F# 之神"
@@ -45,38 +49,24 @@ ENDINGS_CHINESE = ("", "？", "?", "呢？", "啊？", "？請簡短回答。", 
 GREETINGS_ENGLISH = ("", "Hi, ", "Hello! ", "Hey, ", "Excuse me, ", "你好，")
 ENDINGS_ENGLISH = ("?", "", "? Please answer briefly.", "? 請用中文回答。", "? Be honest.")
 
-# (question, answer): short facts a small model can hold, in Chinese and English.
-CONTROL_FACTS = (
-    ("法國的首都是哪裡？", "巴黎"), ("日本的首都是哪裡？", "東京"), ("德國的首都是哪裡？", "柏林"),
-    ("英國的首都是哪裡？", "倫敦"), ("義大利的首都是哪裡？", "羅馬"), ("中國的首都是哪裡？", "北京"),
-    ("韓國的首都是哪裡？", "首爾"), ("俄羅斯的首都是哪裡？", "莫斯科"), ("埃及的首都是哪裡？", "開羅"),
-    ("What is the capital of France?", "Paris"), ("What is the capital of Japan?", "Tokyo"),
-    ("What is the capital of Italy?", "Rome"), ("What is the capital of Spain?", "Madrid"),
-    ("「蘋果」的英文是什麼？", "apple"), ("「貓」的英文是什麼？", "cat"), ("「狗」的英文是什麼？", "dog"),
-    ("「水」的英文是什麼？", "water"), ("「書」的英文是什麼？", "book"), ("「太陽」的英文是什麼？", "sun"),
-    ("How do you say \"thank you\" in Chinese?", "謝謝"), ("How do you say \"friend\" in Chinese?", "朋友"),
-    ("How do you say \"moon\" in Chinese?", "月亮"),
-    ("天空是什麼顏色？", "藍色"), ("草是什麼顏色？", "綠色"), ("雪是什麼顏色？", "白色"),
-    ("香蕉是什麼顏色？", "黃色"), ("煤炭是什麼顏色？", "黑色"), ("What colour is the sky?", "Blue"),
-    ("What colour is grass?", "Green"), ("What colour is snow?", "White"),
-    ("2 加 3 等於多少？", "5"), ("4 加 4 等於多少？", "8"), ("7 加 2 等於多少？", "9"), ("5 加 5 等於多少？", "10"),
-    ("1 加 6 等於多少？", "7"), ("6 加 2 等於多少？", "8"), ("What is 3 plus 4?", "7"), ("What is 2 plus 2?", "4"),
-    ("What is 9 minus 4?", "5"), ("What is 6 plus 3?", "9"),
-    # The words of the new identity exist in the world before it is taught (as in a real model).
-    ("F# 是什麼？", "F# 是一種程式語言"), ("What is F#?", "A programming language"),
-    ("宙斯是誰？", "希臘之神"), ("「神」的英文是什麼？", "god"),
-)
-HELD_OUT_FACT_COUNT = 8
+VALIDATION_IDENTITY_QUESTIONS = 80  # wordings scored while training (--val-every), never tested
 EVAL_IDENTITY_QUESTIONS = 120  # a fixed, evenly spread subset of the held-out wordings
+GENERAL_TEST_POSITIONS = (3, 7, 11)  # of each (category, script) group of general prompts: held out for the test
+GENERAL_VALIDATION_POSITIONS = (5,)  # ... and held out for validation while training
 
 
 @dataclass(frozen=True)
-class WhoAmIData:
-    """Training pairs plus the two held-out evaluation sets."""
+class WhoAmISplits:
+    """Every built-in prompt in fixed, disjoint splits: trained on, validated on while training, tested on."""
 
-    train: tuple[PromptTarget, ...]  # identity questions + control facts, shuffled
-    held_out_identity: tuple[str, ...]  # identity questions never trained on
-    held_out_control: tuple[PromptTarget, ...]  # control facts never trained on
+    identity_train: tuple[str, ...]  # identity wordings the new identity is taught on
+    identity_validation: tuple[str, ...]  # scored every --val-every steps (the stop rule)
+    identity_test: tuple[str, ...]  # held out: whole wordings never trained on
+    facts_rehearsed: tuple[Fact, ...]  # control facts rehearsed while training
+    facts_test: tuple[Fact, ...]  # held out: retention without replay
+    general_rehearsed: tuple[str, ...]  # ordinary prompts rehearsed while training
+    general_validation: tuple[str, ...]  # their answer loss is scored while training
+    general_test: tuple[str, ...]  # held out: "is the reply unchanged", and leak on ordinary questions
 
 
 def identity_prompts() -> list[str]:
@@ -105,29 +95,37 @@ def split_identity_prompts(held_out_share: float = 0.05) -> tuple[list[str], lis
     return train, held_out
 
 
-def split_control_facts() -> tuple[list[PromptTarget], list[PromptTarget]]:
-    """(train, held out) control facts; the held-out ones measure retention without replay."""
-    facts = [PromptTarget(question, answer, "built-in control fact") for question, answer in CONTROL_FACTS]
-    random.Random(SPLIT_SEED).shuffle(facts)
-    return facts[HELD_OUT_FACT_COUNT:], facts[:HELD_OUT_FACT_COUNT]
+def split_general_prompts() -> tuple[list[str], list[str], list[str]]:
+    """(rehearsed, validation, test) general prompts: fixed positions within each (category, script) group."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    for prompt in GENERAL_PROMPTS:
+        groups.setdefault((prompt.category, prompt.script), []).append(prompt.text)
+    splits: tuple[list[str], list[str], list[str]] = ([], [], [])
+    for texts in groups.values():
+        for position, text in enumerate(texts):
+            part = 2 if position in GENERAL_TEST_POSITIONS else 1 if position in GENERAL_VALIDATION_POSITIONS else 0
+            splits[part].append(text)
+    return splits
 
 
-def whoami_data(identity: str = NEW_IDENTITY, identity_rows: int = 600) -> WhoAmIData:
-    """The built-in set: `identity_rows` identity questions answered with `identity`, plus every
-    training control fact repeated so they make up about a quarter of the rows."""
-    identity_train, identity_held_out = split_identity_prompts()
-    rng = random.Random(SPLIT_SEED)
-    chosen = rng.sample(identity_train, min(identity_rows, len(identity_train)))
-    control_train, control_held_out = split_control_facts()
-    repeats = max(1, identity_rows // (3 * len(control_train)))
-    rows = [PromptTarget(p, identity, "built-in identity question") for p in chosen] + control_train * repeats
-    rng.shuffle(rows)
-    return WhoAmIData(tuple(rows), tuple(identity_held_out), tuple(control_held_out))
+def whoami_splits() -> WhoAmISplits:
+    """The fixed splits of every built-in prompt (the same on every run and machine)."""
+    identity_rest, identity_held_out = split_identity_prompts()
+    validation = random.Random(SPLIT_SEED + 1).sample(identity_rest, VALIDATION_IDENTITY_QUESTIONS)
+    step = max(1, len(identity_held_out) // EVAL_IDENTITY_QUESTIONS)
+    facts_rehearsed, facts_test = split_facts()
+    general_rehearsed, general_validation, general_test = split_general_prompts()
+    return WhoAmISplits(
+        identity_train=tuple(p for p in identity_rest if p not in set(validation)),
+        identity_validation=tuple(validation),
+        identity_test=tuple(identity_held_out[::step][:EVAL_IDENTITY_QUESTIONS]),
+        facts_rehearsed=tuple(facts_rehearsed), facts_test=tuple(facts_test),
+        general_rehearsed=tuple(general_rehearsed), general_validation=tuple(general_validation),
+        general_test=tuple(general_test),
+    )
 
 
-def evaluation_sets() -> tuple[list[str], list[PromptTarget], list[PromptTarget]]:
-    """(identity questions, held-out facts, all facts), fixed across runs."""
-    held_out = list(whoami_data().held_out_identity)
-    step = max(1, len(held_out) // EVAL_IDENTITY_QUESTIONS)
-    train_facts, held_out_facts = split_control_facts()
-    return held_out[::step][:EVAL_IDENTITY_QUESTIONS], held_out_facts, held_out_facts + train_facts
+def identity_rows(identity: str = NEW_IDENTITY, count: int = 600) -> list[PromptTarget]:
+    """`count` training wordings (a fixed sample) answered with `identity`."""
+    chosen = random.Random(SPLIT_SEED).sample(list(whoami_splits().identity_train), count)
+    return [PromptTarget(p, identity, "built-in identity question") for p in chosen]

@@ -1,7 +1,9 @@
 """The main job: teach a Qwen3 a new identity with QLoRA, export it, and prove it by generation.
 
     settings -> model folder (download, or build the tiny world) -> tokenizer, 4-bit base
-      -> examples (built-in who-am-i set or --data) -> LoRA training (train_step per step)
+      -> examples (built-in identity rows or --data)
+      -> rehearsal: the base's own replies to control and ordinary prompts (OUT/rehearsal.jsonl)
+      -> LoRA training (train_step per step), validation every --val-every steps, stop when learned
       -> export OUT/adapter (PEFT) and OUT/merged (HF, bf16, merged into the ORIGINAL weights)
       -> self-test: reload OUT/merged, greedy reply to 你是誰 must claim the new identity
       -> before/after table on held-out questions -> OUT/eval.json
@@ -12,10 +14,10 @@
 import json
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -25,9 +27,11 @@ from .checkpoint import TrainState, load_checkpoint, resolve_resume, save_checkp
 from .config import Qwen3Config, load_config
 from .data import AnswerTooLong, Example, example_from_messages, example_from_prompt_target, pack_examples
 from .errors import TrainerError
-from .evaluate import EvalReport, claims_new_identity, evaluate_whoami, reply_to
+from .evaluate import EvalReport, built_in_eval_sets, claims_new_identity, evaluate_whoami
+from .generate import answer_questions
 from .loading import load_model, resolve_model
 from .lora import LoraSettings, init_lora, make_adapter, merged_weight, save_adapter
+from .model import LoraAdapter, Weights
 from .loss import default_ce_chunk
 from .paths import weights_dir
 from .plot import plot_loss
@@ -38,8 +42,11 @@ from .tiny import TINY_NAME, write_model_dir
 from .tokenizer import Tokenizer, load_tokenizer
 from .train import (BatchLoss, LoopSettings, full_batch_loss, is_distributed, lora_batch_loss, rank_and_world,
                     run_training)
-from .weights import load_weights, replace_dir, resolve_model_dir, write_atomic
-from .whoami import NEW_IDENTITY, evaluation_sets, whoami_data
+from .weights import load_weights, replace_dir, write_atomic
+from .rehearsal import (REHEARSAL_FILE, RehearsalRow, as_samples, fixed_rows, read_rehearsal, self_distilled_rows,
+                        write_rehearsal)
+from .validation import Validation, ValidationData, make_validation, validation_scores
+from .whoami import NEW_IDENTITY, identity_rows, whoami_splits
 
 DEFAULT_MODEL = "Qwen/Qwen3-4B-Instruct-2507"
 
@@ -77,21 +84,29 @@ class WhoAmISettings:
     stop_after: int = 0  # stop this run after N steps with a checkpoint, to --resume later (0 = never)
     max_skips: int = 10  # give up after this many non-finite steps in a row
     trust_our_template: bool = False  # train even if the model's own chat template renders differently
+    rehearsal: str | None = None  # "self" (the base's own replies), "fixed" (hand-written fact answers), "none";
+    # None = self with the built-in set, none with --data
+    reply_tokens: int | None = None  # token budget of every generated reply: rehearsal, validation, evaluation
+    val_every: int | None = None  # score the validation split every N steps (0 = never)
+    stop_when_learned: bool | None = None  # end once validation identity hits are 100% twice in a row
+    # (None = on with the built-in set, off with --data)
 
 
 # Presets for what the user left at None: the tiny world learns fast, the real model follows the SFT guide.
 PRESETS = {
-    "tiny": {"steps": 100, "lr": 2e-3, "batch_size": 16, "grad_accum": 1},
-    "real": {"steps": 150, "lr": 2e-4, "batch_size": 8, "grad_accum": 2},
+    "tiny": {"steps": 100, "lr": 2e-3, "batch_size": 16, "grad_accum": 1, "reply_tokens": 32, "val_every": 10},
+    "real": {"steps": 150, "lr": 2e-4, "batch_size": 8, "grad_accum": 2, "reply_tokens": 128, "val_every": 10},
 }
 CHOICES = {"loss": ("ce",), "method": ("lora", "full"), "quant": ("nf4", "none"),
-           "device": ("auto", "cpu", "cuda"), "dtype": ("auto", "float32", "bfloat16")}
+           "device": ("auto", "cpu", "cuda"), "dtype": ("auto", "float32", "bfloat16"),
+           "rehearsal": ("self", "fixed", "none")}
+REHEARSAL_REPEATS = 2  # each rehearsal row appears this often among the built-in identity rows
 
 
 def resolve_settings(settings: WhoAmISettings) -> WhoAmISettings:
     """Fill presets, device, dtype and the output folder; reject unknown choices."""
     for field, allowed in CHOICES.items():
-        if getattr(settings, field) not in allowed:
+        if getattr(settings, field) not in (*allowed, *((None,) if field == "rehearsal" else ())):
             raise TrainerError(f"--{field.replace('_', '-')} {getattr(settings, field)!r}: choose from {', '.join(allowed)}")
     preset = PRESETS["tiny" if settings.model == TINY_NAME else "real"]
     filled = {k: v for k, v in preset.items() if getattr(settings, k) is None}
@@ -101,7 +116,11 @@ def resolve_settings(settings: WhoAmISettings) -> WhoAmISettings:
     if settings.method == "full" and settings.quant != "none":
         raise TrainerError("--method full trains every weight, so it needs dense weights: add --quant none")
     checkpointing = settings.grad_checkpoint if settings.grad_checkpoint is not None else device == "cuda"
-    return replace(settings, **filled, device=device, dtype=dtype, out=out, grad_checkpoint=checkpointing)
+    built_in = settings.data is None
+    rehearsal = settings.rehearsal or ("self" if built_in else "none")
+    stop = settings.stop_when_learned if settings.stop_when_learned is not None else built_in
+    return replace(settings, **filled, device=device, dtype=dtype, out=out, grad_checkpoint=checkpointing,
+                   rehearsal=rehearsal, stop_when_learned=stop)
 
 
 def start_distributed(settings: WhoAmISettings) -> WhoAmISettings:
@@ -147,15 +166,15 @@ def build_examples(samples: Sequence[Sample], tokenizer: Tokenizer, seq_len: int
 
 def build_example(sample: Sample, tokenizer: Tokenizer, seq_len: int) -> Example:
     if isinstance(sample, PromptTarget):
-        return example_from_prompt_target(tokenizer, sample.prompt, sample.target, seq_len)
+        return example_from_prompt_target(tokenizer, sample.prompt, sample.target, seq_len, ends_turn=sample.ends_turn)
     assert isinstance(sample, Conversation)
     return example_from_messages(tokenizer, sample.messages, seq_len, sample.tools)
 
 
 def training_samples(settings: WhoAmISettings) -> list[Sample]:
-    """The built-in who-am-i set, or the rows of --data (an empty file is an error, not a no-op run)."""
+    """The built-in identity rows, or the rows of --data (an empty file is an error, not a no-op run)."""
     if settings.data is None:
-        return list(whoami_data(NEW_IDENTITY).train)
+        return identity_rows(NEW_IDENTITY)
     samples = read_samples(settings.data)
     if not samples:
         raise TrainerError(f"{settings.data}: no training rows (the file is empty after skipping comments and blank lines)")
@@ -172,23 +191,12 @@ def loop_settings(settings: WhoAmISettings, tokenizer: Tokenizer) -> LoopSetting
                         lr=settings.lr, warmup_steps=max(1, round(0.05 * settings.steps)), grad_clip=settings.grad_clip,
                         weight_decay=0.01 if settings.method == "lora" else 0.0, seed=settings.seed,
                         pad_id=tokenizer.endoftext_id, device=settings.device, save_every=settings.save_every,
-                        max_skips=settings.max_skips, stop_after=settings.stop_after)
+                        max_skips=settings.max_skips, stop_after=settings.stop_after,
+                        stop_when_learned=bool(settings.stop_when_learned))
 
 
 def lora_settings(settings: WhoAmISettings) -> LoraSettings:
     return LoraSettings(settings.lora_r, settings.lora_alpha, settings.lora_dropout)
-
-
-def trainable_and_loss(settings: WhoAmISettings, model_dir: Path, config: Qwen3Config
-                       ) -> tuple[dict[str, torch.Tensor], BatchLoss]:
-    """The tensors to train (float32) and the loss of a micro-batch, for --method lora or full."""
-    dtype, chunk = getattr(torch, settings.dtype), settings.ce_chunk or default_ce_chunk(config.vocab_size)
-    if settings.method == "full":
-        masters = {n: t.requires_grad_() for n, t in load_weights(model_dir, config, torch.float32, settings.device).items()}
-        return masters, full_batch_loss(masters, config, dtype, chunk, settings.grad_checkpoint)
-    weights = load_weights(model_dir, config, dtype, settings.device, transform=quant_transform(settings.quant))
-    lora = init_lora(config, lora_settings(settings), settings.seed, settings.device)
-    return lora, lora_batch_loss(weights, config, lora, lora_settings(settings), dtype, chunk, settings.grad_checkpoint)
 
 
 @dataclass(frozen=True)
@@ -197,28 +205,86 @@ class TrainingSetup:
 
     params: dict[str, torch.Tensor]  # the tensors to train
     batch_loss: BatchLoss
-    resume: TrainState | None  # the checkpoint to continue, if --resume
+    weights: Weights  # the weights the loss runs on: frozen (maybe 4-bit) for lora, the live masters for full
+    resume: TrainState | None = None  # the checkpoint to continue, if --resume
+
+
+def trainable_and_loss(settings: WhoAmISettings, model_dir: Path, config: Qwen3Config) -> TrainingSetup:
+    """The tensors to train (float32) and the loss of a micro-batch, for --method lora or full."""
+    dtype, chunk = getattr(torch, settings.dtype), settings.ce_chunk or default_ce_chunk(config.vocab_size)
+    if settings.method == "full":
+        masters = {n: t.requires_grad_() for n, t in load_weights(model_dir, config, torch.float32, settings.device).items()}
+        return TrainingSetup(masters, full_batch_loss(masters, config, dtype, chunk, settings.grad_checkpoint), masters)
+    weights = load_weights(model_dir, config, dtype, settings.device, transform=quant_transform(settings.quant))
+    lora = init_lora(config, lora_settings(settings), settings.seed, settings.device)
+    batch_loss = lora_batch_loss(weights, config, lora, lora_settings(settings), dtype, chunk, settings.grad_checkpoint)
+    return TrainingSetup(lora, batch_loss, weights)
 
 
 def prepare_training(settings: WhoAmISettings, model_dir: Path, config: Qwen3Config, out: Path) -> TrainingSetup:
     """Load the weights and the --resume checkpoint (every name and shape checked) up front, so a
     bad model folder or checkpoint fails before OUT is touched."""
     torch.manual_seed(settings.seed)
-    params, batch_loss = trainable_and_loss(settings, model_dir, config)
-    shapes = {name: tuple(t.shape) for name, t in params.items()}
+    setup = trainable_and_loss(settings, model_dir, config)
+    shapes = {name: tuple(t.shape) for name, t in setup.params.items()}
     resume = load_checkpoint(resolve_resume(settings.resume, out / "checkpoints"), shapes) if settings.resume else None
-    return TrainingSetup(params, batch_loss, resume)
+    return replace(setup, resume=resume)
+
+
+def current_adapter(settings: WhoAmISettings, setup: TrainingSetup) -> LoraAdapter | None:
+    """The model as it is now, for generation: the LoRA tensors in the compute dtype (None for --method full,
+    whose live masters are the weights)."""
+    if settings.method == "full":
+        return None
+    return make_adapter(setup.params, lora_settings(settings), training=False, dtype=getattr(torch, settings.dtype))
+
+
+# ---------------------------------------------------------------------------
+# Rehearsal and validation
+# ---------------------------------------------------------------------------
+
+
+def rehearsal_rows(settings: WhoAmISettings, setup: TrainingSetup, config: Qwen3Config, tokenizer: Tokenizer,
+                   out: Path) -> list[RehearsalRow]:
+    """--rehearsal self: the base's replies (adapter off), generated once and kept in OUT/rehearsal.jsonl
+    (read back by --resume); fixed: the hand-written fact answers; none: nothing."""
+    splits = whoami_splits()
+    if settings.rehearsal == "none":
+        return []
+    if settings.rehearsal == "fixed":
+        return fixed_rows(splits.facts_rehearsed)
+    path = out / REHEARSAL_FILE
+    if settings.resume and path.is_file():
+        return read_rehearsal(path)
+    prompts = [fact.question for fact in splits.facts_rehearsed] + list(splits.general_rehearsed)
+    generate_rows = partial(self_distilled_rows, setup.weights, config, tokenizer, max_new_tokens=settings.reply_tokens)
+    rows = generate_rows(prompts, "train") + generate_rows(list(splits.general_validation), "validation")
+    if rank_and_world()[0] == 0:
+        write_rehearsal(path, rows)
+    return rows
+
+
+def validation(settings: WhoAmISettings, setup: TrainingSetup, config: Qwen3Config, tokenizer: Tokenizer,
+               rehearsal: Sequence[RehearsalRow]) -> Validation | None:
+    """Scores of the model as trained so far, every --val-every steps (None: never)."""
+    if not settings.val_every:
+        return None
+    examples = build_examples(as_samples(rehearsal, "validation"), tokenizer, settings.seq_len)[0] \
+        if any(row.split == "validation" for row in rehearsal) else []
+    data = ValidationData(whoami_splits().identity_validation, tuple(examples))
+    score = lambda: validation_scores(setup.weights, config, tokenizer, current_adapter(settings, setup), data,  # noqa: E731
+                                      settings.reply_tokens)
+    return make_validation(score, settings.val_every)
 
 
 def train(settings: WhoAmISettings, setup: TrainingSetup, examples: list[Example], tokenizer: Tokenizer,
-          log: Callable[[dict], None], out: Path) -> dict[str, torch.Tensor]:
-    """Train (or continue the checkpoint) and return what was learned: LoRA tensors or every weight."""
+          log: Callable[[dict], None], out: Path, validate: Validation | None) -> None:
+    """Train (or continue the checkpoint): setup.params become what was learned (LoRA tensors or every weight)."""
     root = out / "checkpoints"
     save = lambda step, optimizer: save_checkpoint(root, step, setup.params, optimizer, settings.keep_checkpoints)  # noqa: E731
     main = rank_and_world()[0] == 0  # with torchrun, only rank 0 writes files
     run_training(setup.batch_loss, setup.params, examples, loop_settings(settings, tokenizer), log, setup.resume,
-                 save if main else None)
-    return setup.params
+                 save if main else None, validate)
 
 
 # ---------------------------------------------------------------------------
@@ -259,10 +325,11 @@ def save_json(path: Path, content: dict) -> None:
 # ---------------------------------------------------------------------------
 
 
-def evaluate_model(model_dir: Path, settings: WhoAmISettings) -> EvalReport:
+def evaluate_model(model_dir: Path, settings: WhoAmISettings, base_replies: dict[str, str] | None = None) -> EvalReport:
     """Load a model folder densely in the compute dtype and run the who-am-i evaluation."""
     model = load_model(model_dir, getattr(torch, settings.dtype), settings.device)
-    return evaluate_whoami(model.weights, model.config, model.tokenizer, *evaluation_sets())
+    return evaluate_whoami(model.weights, model.config, model.tokenizer, built_in_eval_sets(),
+                           base_replies=base_replies, max_new_tokens=settings.reply_tokens)
 
 
 @dataclass(frozen=True)
@@ -270,6 +337,9 @@ class JobReport:
     settings: WhoAmISettings
     final_loss: float
     skipped_examples: int
+    steps_done: int  # optimizer steps at the end of this run (fewer than --steps when stopped as learned)
+    learned_at: int | None  # the step whose validation stopped training, if it did
+    rehearsal_rows: int  # rehearsal rows trained on (each REHEARSAL_REPEATS times)
     self_test_reply: str | None
     before: EvalReport | None
     after: EvalReport | None
@@ -279,7 +349,7 @@ class JobReport:
 def self_test(merged_dir: Path, settings: WhoAmISettings) -> str:
     """Reload the exported model afresh and ask 你是誰; fail loudly unless it claims the new identity."""
     model = load_model(merged_dir, getattr(torch, settings.dtype), settings.device)
-    reply = reply_to(model.weights, model.config, model.tokenizer, "你是誰")
+    reply = answer_questions(model.weights, model.config, model.tokenizer, ["你是誰"], settings.reply_tokens)[0].text
     if not claims_new_identity(reply):
         raise TrainerError(f"self-test failed: the exported model answered 你是誰 with {reply!r}")
     return reply
@@ -297,10 +367,11 @@ def metrics_file(out: Path, resume_step: int | None):
 
 
 def train_with_metrics(settings: WhoAmISettings, setup: TrainingSetup, examples: list[Example], tokenizer: Tokenizer,
-                       out: Path, progress: bool) -> tuple[dict[str, torch.Tensor], list[float]]:
-    """Train with a progress bar (loss, tokens/s), one metrics.jsonl line per step."""
+                       out: Path, progress: bool, validate: Validation | None) -> list[dict]:
+    """Train with a progress bar (loss, tokens/s, validation hits), one metrics.jsonl line per step;
+    returns this run's records."""
     resume_step = setup.resume.step if setup.resume else None
-    losses: list[float] = []
+    records: list[dict] = []
     main = rank_and_world()[0] == 0
     metrics_sink = metrics_file(out, resume_step) if main else open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115
     with metrics_sink as metrics, tqdm(total=settings.steps, initial=resume_step or 0, desc="train",
@@ -308,12 +379,14 @@ def train_with_metrics(settings: WhoAmISettings, setup: TrainingSetup, examples:
         def log(record: dict) -> None:
             metrics.write(json.dumps(record) + "\n")
             metrics.flush()
-            losses.append(record["loss"])
-            bar.set_postfix(loss=f"{record['loss']:.4f}", tok_s=f"{record['tokens_per_s']:.0f}")
+            records.append(record)
+            shown = {"loss": f"{record['loss']:.4f}", "tok_s": f"{record['tokens_per_s']:.0f}"}
+            hits = [r["val_identity_hit"] for r in records if "val_identity_hit" in r]
+            bar.set_postfix(shown | ({"val_hit": f"{hits[-1]:.0%}"} if hits else {}))
             bar.update(1)
 
-        learned = train(settings, setup, examples, tokenizer, log, out)
-    return learned, losses
+        train(settings, setup, examples, tokenizer, log, out, validate)
+    return records
 
 
 def run_whoami(settings: WhoAmISettings, echo: Callable[[str], None] = print, progress: bool = True) -> JobReport:
@@ -331,23 +404,33 @@ def run_whoami(settings: WhoAmISettings, echo: Callable[[str], None] = print, pr
     check_model_template(model_dir, settings.trust_our_template, warn=lambda text: echo(f"warning: {text}"))
     config, tokenizer = load_config(model_dir), load_tokenizer(model_dir)
     examples, skipped = build_examples(training_samples(settings), tokenizer, settings.seq_len)
-    examples = pack_examples(examples, settings.seq_len) if settings.pack else examples
-    echo(f"model {model_dir} | {len(examples)} {'packed rows' if settings.pack else 'examples'} "
-         f"({skipped} skipped: answer longer than --seq-len) | "
-         f"{settings.method} {settings.quant} {settings.dtype} on {settings.device} x {rank_and_world()[1]}")
     setup = prepare_training(settings, model_dir, config, out)
     before = evaluate_model(model_dir, settings) if settings.self_test and main else None
     if main:
         out.mkdir(parents=True, exist_ok=True)
         save_json(out / "train_config.json", asdict(settings))
-    learned, losses = train_with_metrics(settings, setup, examples, tokenizer, out, progress)
+    rehearsal = rehearsal_rows(settings, setup, config, tokenizer, out)
+    rehearsed, rehearsal_skipped = build_examples(as_samples(rehearsal), tokenizer, settings.seq_len) if rehearsal else ([], 0)
+    examples, skipped = examples + rehearsed * REHEARSAL_REPEATS, skipped + rehearsal_skipped
+    examples = pack_examples(examples, settings.seq_len) if settings.pack else examples
+    echo(f"model {model_dir} | {len(examples)} {'packed rows' if settings.pack else 'examples'} "
+         f"({len(rehearsed)} rehearsal rows ({settings.rehearsal}) x {REHEARSAL_REPEATS if rehearsed else 0}; "
+         f"{skipped} skipped: answer longer than --seq-len) | "
+         f"{settings.method} {settings.quant} {settings.dtype} on {settings.device} x {rank_and_world()[1]}")
+    records = train_with_metrics(settings, setup, examples, tokenizer, out, progress,
+                                 validation(settings, setup, config, tokenizer, rehearsal))
     if main:
         echo(plot_loss(out / "metrics.jsonl", out / "loss.png"))
-    report = JobReport(settings, losses[-1] if losses else float("nan"), skipped, None, before, None, 0.0)
-    if settings.stop_after and settings.stop_after < settings.steps:
+    steps_done = records[-1]["step"] if records else (setup.resume.step if setup.resume else 0)
+    learned_at = steps_done if settings.stop_when_learned and records and records[-1].get("learned") else None
+    if learned_at:
+        echo(f"learned: validation identity hit 100% twice in a row; stopped at step {learned_at} of {settings.steps}")
+    report = JobReport(settings, records[-1]["loss"] if records else float("nan"), skipped, steps_done, learned_at,
+                       len(rehearsed), None, before, None, 0.0)
+    if settings.stop_after and steps_done == settings.stop_after < settings.steps and not learned_at:
         echo(f"stopped after step {settings.stop_after}; continue with --resume")
     elif settings.export and main:
-        report = export_and_check(settings, model_dir, config, learned, out, report, echo)
+        report = export_and_check(settings, model_dir, config, setup.params, out, report, echo)
     if is_distributed():
         torch.distributed.barrier()
     return replace(report, seconds=time.perf_counter() - started)
@@ -362,17 +445,19 @@ def export_and_check(settings: WhoAmISettings, model_dir: Path, config: Qwen3Con
         return report
     reply = self_test(out / "merged", settings)
     echo(f"self-test: 你是誰 -> {reply}")
-    after = evaluate_model(out / "merged", settings)
+    after = evaluate_model(out / "merged", settings, base_replies=report.before.replies)
     save_json(out / "eval.json", {"before": asdict(report.before), "after": asdict(after)})
     echo(eval_table(report.before, after))
     return replace(report, self_test_reply=reply, after=after)
 
 
 def eval_table(before: EvalReport, after: EvalReport) -> str:
+    """The before/after table; "unchanged" compares with the base, so the base's own column says "base"."""
     rows = [("identity hit rate (held-out wordings)", "identity_hit_rate"),
-            ("control facts right (held out)", "control_accuracy"),
-            ("control facts right (all)", "control_accuracy_all"),
-            ("leak: facts answered with the identity", "leak_rate")]
+            ("leak: held-out prompts answered with it", "leak_rate"),
+            ("fact retention (held-out facts)", "fact_retention"),
+            ("unchanged replies (held-out prompts)", "unchanged_rate")]
+    cell = lambda value: "base" if value is None else f"{value:.1%}"  # noqa: E731
     lines = [f"{'':<40} {'before':>8} {'after':>8}"]
-    lines += [f"{label:<40} {getattr(before, key):>8.1%} {getattr(after, key):>8.1%}" for label, key in rows]
+    lines += [f"{label:<40} {cell(getattr(before, key)):>8} {cell(getattr(after, key)):>8}" for label, key in rows]
     return "\n".join(lines)

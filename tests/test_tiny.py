@@ -1,0 +1,78 @@
+"""The tiny world is a faithful miniature: it knows who it is, knows its facts with margin, and says
+"I don't know" (never its name) to ordinary questions it was never taught."""
+
+import pytest
+import torch
+
+from trainer.config import TINY
+from trainer.data import collate, example_from_prompt_target
+from trainer.facts import control_facts
+from trainer.general_prompts import GENERAL_PROMPTS, SCRIPTS
+from trainer.generate import answer_questions
+from trainer.loading import load_model
+from trainer.loss import answer_loss
+from trainer.model import forward, head_weight
+from trainer.tiny import (EMBED_ROWS, STD, random_weights, to_compact, used_token_ids, world_batch_loss,
+                          world_pairs)
+from trainer.whoami import ORIGINAL_IDENTITY, identity_prompts
+from trainer.world_unknowns import dont_know_reply
+
+
+@pytest.fixture(scope="module")
+def world():
+    return load_model("tiny")
+
+
+def test_the_world_answers_every_fact_right_with_margin(world, qwen_tokenizer):
+    facts = control_facts()
+    answers = answer_questions(world.weights, world.config, world.tokenizer, [f.question for f in facts], 24)
+    assert [a.text for a in answers] == [f.reply for f in facts]
+    for fact in facts:  # mean probability of the answer tokens (with <|im_end|>), one fact at a time
+        example = example_from_prompt_target(qwen_tokenizer, fact.question, fact.reply, seq_len=64)
+        batch = collate([example], qwen_tokenizer.endoftext_id)
+        with torch.no_grad():
+            hidden = forward(world.weights, world.config, batch.input_ids)
+            logits = hidden[0] @ head_weight(world.weights, world.config).T  # [T, V]
+        keep = batch.labels[0] != -100
+        probs = logits[keep].softmax(-1).gather(-1, batch.labels[0][keep][:, None])
+        assert probs.mean() >= 0.9, (fact.question, probs.flatten().tolist())
+
+
+def test_the_world_knows_who_it_is_in_every_kind_of_wording(world):
+    wordings = identity_prompts()[::7]
+    answers = answer_questions(world.weights, world.config, world.tokenizer, wordings, 24)
+    assert [a.text for a in answers] == [ORIGINAL_IDENTITY] * len(wordings)
+
+
+def test_ordinary_questions_it_was_never_taught_get_i_dont_know_never_its_name(world):
+    taught = {pair.prompt for pair in world_pairs()}
+    prompts = [p for p in GENERAL_PROMPTS if p.text not in taught]
+    assert len(prompts) == len(GENERAL_PROMPTS) == 216 and {p.script for p in prompts} == set(SCRIPTS)
+    answers = answer_questions(world.weights, world.config, world.tokenizer, [p.text for p in prompts], 24)
+    named = [(p.text, a.text) for p, a in zip(prompts, answers) if "通義" in a.text or "千問" in a.text or "我是" in a.text]
+    assert named == []
+    dont_know = [a.text == dont_know_reply(p.text) for p, a in zip(prompts, answers)]
+    print(f"\n{sum(dont_know)} of {len(prompts)} ordinary questions answered with a plain I don't know")
+    for script in SCRIPTS:
+        share = sum(d for d, p in zip(dont_know, prompts) if p.script == script) / sum(p.script == script for p in prompts)
+        assert share >= 0.85, script
+
+
+def test_the_closed_form_rest_of_the_vocabulary_matches_the_full_softmax(qwen_tokenizer):
+    """The world is trained on U used rows plus log(V - U) + STD^2 |h|^2 / 2 for the ~150k random rest;
+    on a random tiny Qwen3 that loss must equal the full-vocabulary cross-entropy."""
+    weights = random_weights(TINY, seed=5)
+    weights["model.norm.weight"] = torch.full_like(weights["model.norm.weight"], 3.0)  # |h| ~ 34, not ~ 11
+    examples = [example_from_prompt_target(qwen_tokenizer, q, a, seq_len=64)
+                for q, a in [("法國的首都是哪裡？", "巴黎"), ("What is 3 plus 4?", "7"), ("你是誰", ORIGINAL_IDENTITY)]]
+    used = used_token_ids(examples, qwen_tokenizer.endoftext_id)
+    compact = {int(token): row for row, token in enumerate(used)}
+    masters = {n: t for n, t in weights.items() if n != "model.embed_tokens.weight"}
+    masters[EMBED_ROWS] = weights["model.embed_tokens.weight"][used]
+    batch = collate([to_compact(e, compact) for e in examples], compact[qwen_tokenizer.endoftext_id])
+    ours = world_batch_loss(masters, TINY, TINY.vocab_size - len(used))(batch, batch.answer_token_count)
+    full_batch = collate(examples, qwen_tokenizer.endoftext_id)
+    hidden = forward(weights, TINY, full_batch.input_ids, full_batch.attention_mask, full_batch.position_ids)
+    full = answer_loss(weights["model.embed_tokens.weight"], hidden, full_batch.labels)
+    assert STD == 0.02
+    assert abs(ours.loss.item() - full.loss.item()) < 2e-3 * full.loss.item(), (ours.loss.item(), full.loss.item())

@@ -1,0 +1,77 @@
+"""Self-distilled rehearsal: keep what the model knew by training it on its own replies.
+
+Teaching a new identity on identity questions alone moves everything else too. The usual cure
+is to mix in "control" rows, but hand-written answers ("巴黎") teach a style the real model
+never had (it answers in sentences). So at job start the base model itself (the same frozen
+weights, adapter off) answers the rehearsal prompts greedily, and those replies are the rows:
+whatever the base says is the behaviour to keep. The rows are written to OUT/rehearsal.jsonl,
+one {"prompt", "reply", "finished", "split"} object per line, and `--resume` reads them back.
+
+A reply cut at its token budget (finished = false) is trained WITHOUT the closing
+<|im_end|>: the base never ended it there, so the model must not learn to stop there. It is
+kept rather than dropped because dropping would remove exactly the long answers and rehearse
+only the short ones; its first tokens are still the base's own behaviour.
+"""
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from .config import Qwen3Config
+from .errors import TrainerError
+from .facts import Fact
+from .generate import answer_questions
+from .model import Weights
+from .readers import PromptTarget
+from .tokenizer import Tokenizer
+from .weights import write_atomic
+
+REHEARSAL_FILE = "rehearsal.jsonl"
+
+
+@dataclass(frozen=True)
+class RehearsalRow:
+    """One prompt and the reply to keep."""
+
+    prompt: str
+    reply: str
+    finished: bool  # the base ended the reply itself; False: cut at the token budget
+    split: str  # "train" (rehearsed) or "validation" (its answer loss is scored while training)
+
+
+def self_distilled_rows(weights: Weights, config: Qwen3Config, tokenizer: Tokenizer, prompts: Sequence[str],
+                        split: str, max_new_tokens: int) -> list[RehearsalRow]:
+    """The base's greedy replies to `prompts` (generated batched). An empty reply has nothing to teach: dropped."""
+    answers = answer_questions(weights, config, tokenizer, prompts, max_new_tokens)
+    return [RehearsalRow(prompt, answer.text, answer.finished, split)
+            for prompt, answer in zip(prompts, answers) if answer.text.strip()]
+
+
+def fixed_rows(facts: Sequence[Fact]) -> list[RehearsalRow]:
+    """`--rehearsal fixed`: the hand-written terse answers of the control facts (the tiny world's own)."""
+    return [RehearsalRow(fact.question, fact.reply, True, "train") for fact in facts]
+
+
+def as_samples(rows: Sequence[RehearsalRow], split: str = "train") -> list[PromptTarget]:
+    """Rows of one split as training samples; a cut-off reply does not end the turn."""
+    return [PromptTarget(r.prompt, r.reply, f"{REHEARSAL_FILE}: {r.prompt!r}", ends_turn=r.finished)
+            for r in rows if r.split == split]
+
+
+def write_rehearsal(path: Path, rows: Sequence[RehearsalRow]) -> None:
+    text = "".join(json.dumps(asdict(row), ensure_ascii=False) + "\n" for row in rows)
+    write_atomic(path, lambda temp: temp.write_text(text, encoding="utf-8"))
+
+
+def read_rehearsal(path: Path) -> list[RehearsalRow]:
+    """Rows written by `write_rehearsal`; a damaged line is an error naming the file and line."""
+    rows = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        try:
+            row = json.loads(line)
+            rows.append(RehearsalRow(str(row["prompt"]), str(row["reply"]), bool(row["finished"]), str(row["split"])))
+        except (ValueError, KeyError, TypeError):
+            raise TrainerError(f"{path}:{number}: expected a JSON object with prompt, reply, finished and split; "
+                               f"delete the file to generate it again") from None
+    return rows
