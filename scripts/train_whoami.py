@@ -23,7 +23,7 @@ def choice(field: str) -> click.Choice:
 @click.option("--data", default=None, help="TSV (prompt<TAB>target) or JSONL ({\"messages\": [...]}); default: built-in who-am-i set.")
 @click.option("--method", type=choice("method"), default="lora", help="lora: frozen base + adapters; full: train every weight.")
 @click.option("--steps", type=int, default=None, help="Optimizer steps [preset: tiny 100, real 150].")
-@click.option("--lr", type=float, default=None, help="Peak learning rate [preset: tiny 2e-3, real 2e-4].")
+@click.option("--lr", type=float, default=None, help="Peak learning rate [preset: tiny 1e-3, real 2e-4].")
 @click.option("--batch-size", type=int, default=None, help="Examples per micro-batch [preset: tiny 16, real 8].")
 @click.option("--grad-accum", type=int, default=None, help="Micro-batches per step [preset: tiny 1, real 2].")
 @click.option("--seq-len", type=int, default=96, help="Positions kept per example (long prompts are cut from the left).")

@@ -85,7 +85,8 @@ def test_every_option_has_help_with_its_default():
     assert result.returncode == 0
     for option in ("--loss", "--model", "--data", "--method", "--steps", "--lr", "--batch-size", "--grad-accum",
                    "--seq-len", "--lora-r", "--lora-alpha", "--lora-dropout", "--quant", "--device", "--dtype",
-                   "--grad-clip", "--seed", "--out", "--no-export", "--no-self-test"):
+                   "--grad-clip", "--seed", "--out", "--no-export", "--no-self-test", "--rehearsal", "--reply-tokens",
+                   "--val-every", "--stop-when-learned"):
         assert option in result.stdout
     assert "[default: 20260226]" in result.stdout and "[default: nf4]" in result.stdout
 
@@ -150,3 +151,17 @@ def test_loss_plot_draws_a_png(tmp_path):
     (tmp_path / "metrics.jsonl").write_text("\n".join(lines) + "\n")
     assert plot_loss(tmp_path / "metrics.jsonl", tmp_path / "loss.png") == f"wrote {tmp_path / 'loss.png'}"
     assert (tmp_path / "loss.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_bench_generate_checks_batched_equals_one_at_a_time_and_times_both():
+    result = run_script("bench_generate.py", "--model", "tiny", "--limit", "12", "--batch-size", "5")
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(result.stdout)
+    assert report["prompts"] == 12 and report["identical"] is True and report["new_tokens"] > 12
+    assert report["one_at_a_time_s"] > 0 and report["batched_s"] > 0
+
+
+def test_bench_generate_rejects_a_zero_batch_without_a_traceback():
+    result = run_script("bench_generate.py", "--batch-size", "0")
+    assert result.returncode == 2 and "Invalid value for '--batch-size'" in result.stderr
+    assert "Traceback" not in result.stderr

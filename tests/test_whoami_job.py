@@ -2,6 +2,10 @@
 
 import json
 import math
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -18,6 +22,7 @@ from trainer.tiny import tiny_model_dir
 from trainer.whoami_job import WhoAmISettings, check_out_dir, resolve_settings, run_whoami
 
 CUDA = torch.cuda.is_available()
+ROOT = Path(__file__).resolve().parent.parent
 
 
 # ---------------------------------------------------------------------------
@@ -28,7 +33,7 @@ CUDA = torch.cuda.is_available()
 def test_tiny_and_real_presets_fill_what_was_left_empty(monkeypatch, tmp_path):
     monkeypatch.setenv("QWEN3_TRAINER_WEIGHTS", str(tmp_path))
     tiny = resolve_settings(WhoAmISettings(model="tiny"))
-    assert (tiny.steps, tiny.lr, tiny.batch_size, tiny.grad_accum) == (100, 2e-3, 16, 1)
+    assert (tiny.steps, tiny.lr, tiny.batch_size, tiny.grad_accum) == (100, 1e-3, 16, 1)
     assert (tiny.reply_tokens, tiny.val_every, tiny.rehearsal, tiny.stop_when_learned) == (32, 10, "self", True)
     assert tiny.out == str(tmp_path / "whoami-tiny")
     real = resolve_settings(WhoAmISettings())
@@ -257,3 +262,30 @@ def test_nf4_run_trains_on_a_4bit_base_and_passes_the_self_test(tmp_path_factory
     assert up.packed.numel() == out_features * in_features // 2
     assert out_features * in_features / 2 < up.nbytes <= 0.53 * out_features * in_features
     assert isinstance(base.weights["model.embed_tokens.weight"], torch.Tensor)
+
+
+@pytest.mark.slow
+def test_the_real_model_path_on_a_random_checkpoint_of_the_0_6b_shape(tmp_path):
+    """The real preset end to end (not the tiny one): rehearsal generated batched from a random
+    Qwen3-0.6B-shaped checkpoint, validation, export, the table printed. A random model never ends
+    a reply, so every rehearsal row is cut at its budget (trained without <|im_end|>), and two
+    steps cannot teach it anything: the self-test fails, after the table, as it should."""
+    model, out = tmp_path / "qwen3-0.6b-random", tmp_path / "out"
+    made = subprocess.run([sys.executable, str(ROOT / "scripts/make_random_checkpoint.py"), "--shape", "0.6b", str(model)],
+                          capture_output=True, text=True, timeout=600)
+    assert made.returncode == 0, made.stderr
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copyfile(tiny_model_dir() / name, model / name)
+    result = subprocess.run([sys.executable, str(ROOT / "scripts/train_whoami.py"), "--model", str(model), "--out", str(out),
+                             "--quant", "none", "--steps", "2", "--batch-size", "2", "--grad-accum", "1", "--seq-len", "48",
+                             "--reply-tokens", "2", "--val-every", "1"], capture_output=True, text=True, timeout=1500)
+    print(result.stdout[-2000:])
+    assert result.returncode == 1 and "Error: self-test failed: the exported model answered 你是誰" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "237 rehearsal rows (self) x 2" in result.stdout and "lora none float32" in result.stdout
+    assert "unchanged replies (held-out prompts)         base" in result.stdout  # the table, before the self-test
+    rows = [json.loads(line) for line in (out / "rehearsal.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert len(rows) == 93 + 144 + 18 and not any(row["finished"] for row in rows)
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [r["step"] for r in records] == [1, 2] and all("val_identity_hit" in r for r in records)
+    assert (out / "merged/config.json").is_file() and (out / "eval.json").is_file()

@@ -51,7 +51,7 @@ ENGLISH_GREETINGS = ("", "Hi, ", "Hello! ", "Excuse me, ")
 ENGLISH_ENDINGS = ("", " Please answer briefly.", " Be honest.", " Just the answer, please.", " Thanks!")
 EMBEDDING = "model.embed_tokens.weight"
 EMBED_ROWS = "embed_rows"  # the trained rows of the embedding, while the world is built
-WORLD_SETTINGS = LoopSettings(steps=900, batch_size=32, grad_accum=1, lr=5e-3, warmup_steps=30,
+WORLD_SETTINGS = LoopSettings(steps=1200, batch_size=32, grad_accum=1, lr=5e-3, warmup_steps=30,
                               grad_clip=1.0, weight_decay=0.0, seed=WORLD_SEED, pad_id=151643)
 
 

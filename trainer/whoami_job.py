@@ -29,7 +29,7 @@ from .data import AnswerTooLong, Example, example_from_messages, example_from_pr
 from .errors import TrainerError
 from .evaluate import EvalReport, built_in_eval_sets, claims_new_identity, evaluate_whoami
 from .generate import answer_questions
-from .loading import load_model, resolve_model
+from .loading import LoadedModel, load_model, resolve_model
 from .lora import LoraSettings, init_lora, make_adapter, merged_weight, save_adapter
 from .model import LoraAdapter, Weights
 from .loss import default_ce_chunk
@@ -94,13 +94,13 @@ class WhoAmISettings:
 
 # Presets for what the user left at None: the tiny world learns fast, the real model follows the SFT guide.
 PRESETS = {
-    "tiny": {"steps": 100, "lr": 2e-3, "batch_size": 16, "grad_accum": 1, "reply_tokens": 32, "val_every": 10},
+    "tiny": {"steps": 100, "lr": 1e-3, "batch_size": 16, "grad_accum": 1, "reply_tokens": 32, "val_every": 10},
     "real": {"steps": 150, "lr": 2e-4, "batch_size": 8, "grad_accum": 2, "reply_tokens": 128, "val_every": 10},
 }
 CHOICES = {"loss": ("ce",), "method": ("lora", "full"), "quant": ("nf4", "none"),
            "device": ("auto", "cpu", "cuda"), "dtype": ("auto", "float32", "bfloat16"),
            "rehearsal": ("self", "fixed", "none")}
-REHEARSAL_REPEATS = 2  # each rehearsal row appears this often among the built-in identity rows
+REHEARSAL_REPEATS = 3  # each rehearsal row appears this often among the built-in identity rows
 
 
 def resolve_settings(settings: WhoAmISettings) -> WhoAmISettings:
@@ -325,11 +325,15 @@ def save_json(path: Path, content: dict) -> None:
 # ---------------------------------------------------------------------------
 
 
-def evaluate_model(model_dir: Path, settings: WhoAmISettings, base_replies: dict[str, str] | None = None) -> EvalReport:
-    """Load a model folder densely in the compute dtype and run the who-am-i evaluation."""
-    model = load_model(model_dir, getattr(torch, settings.dtype), settings.device)
+def evaluate_model(model: LoadedModel, settings: WhoAmISettings, base_replies: dict[str, str] | None = None) -> EvalReport:
+    """The who-am-i evaluation on the built-in held-out prompts."""
     return evaluate_whoami(model.weights, model.config, model.tokenizer, built_in_eval_sets(),
                            base_replies=base_replies, max_new_tokens=settings.reply_tokens)
+
+
+def load_dense(model_dir: Path, settings: WhoAmISettings) -> LoadedModel:
+    """A model folder loaded densely in the compute dtype (what the evaluation and self-test run on)."""
+    return load_model(model_dir, getattr(torch, settings.dtype), settings.device)
 
 
 @dataclass(frozen=True)
@@ -346,9 +350,8 @@ class JobReport:
     seconds: float
 
 
-def self_test(merged_dir: Path, settings: WhoAmISettings) -> str:
-    """Reload the exported model afresh and ask 你是誰; fail loudly unless it claims the new identity."""
-    model = load_model(merged_dir, getattr(torch, settings.dtype), settings.device)
+def self_test(model: LoadedModel, settings: WhoAmISettings) -> str:
+    """Ask the exported model (loaded afresh from its files) 你是誰; fail loudly unless it claims the new identity."""
     reply = answer_questions(model.weights, model.config, model.tokenizer, ["你是誰"], settings.reply_tokens)[0].text
     if not claims_new_identity(reply):
         raise TrainerError(f"self-test failed: the exported model answered 你是誰 with {reply!r}")
@@ -405,7 +408,7 @@ def run_whoami(settings: WhoAmISettings, echo: Callable[[str], None] = print, pr
     config, tokenizer = load_config(model_dir), load_tokenizer(model_dir)
     examples, skipped = build_examples(training_samples(settings), tokenizer, settings.seq_len)
     setup = prepare_training(settings, model_dir, config, out)
-    before = evaluate_model(model_dir, settings) if settings.self_test and main else None
+    before = evaluate_model(load_dense(model_dir, settings), settings) if settings.self_test and main else None
     if main:
         out.mkdir(parents=True, exist_ok=True)
         save_json(out / "train_config.json", asdict(settings))
@@ -438,16 +441,17 @@ def run_whoami(settings: WhoAmISettings, echo: Callable[[str], None] = print, pr
 
 def export_and_check(settings: WhoAmISettings, model_dir: Path, config: Qwen3Config, learned: dict[str, torch.Tensor],
                      out: Path, report: JobReport, echo: Callable[[str], None]) -> JobReport:
-    """Export, then (unless --no-self-test) self-test and the before/after table."""
+    """Export, then (unless --no-self-test) reload the export for the before/after table and the self-test."""
     export(settings, model_dir, config, learned, out)
     echo(f"exported {out / 'merged'}" + (f" and {out / 'adapter'}" if settings.method == "lora" else ""))
     if not settings.self_test:
         return report
-    reply = self_test(out / "merged", settings)
-    echo(f"self-test: 你是誰 -> {reply}")
-    after = evaluate_model(out / "merged", settings, base_replies=report.before.replies)
+    merged = load_dense(out / "merged", settings)
+    after = evaluate_model(merged, settings, base_replies=report.before.replies)
     save_json(out / "eval.json", {"before": asdict(report.before), "after": asdict(after)})
     echo(eval_table(report.before, after))
+    reply = self_test(merged, settings)
+    echo(f"self-test: 你是誰 -> {reply}")
     return replace(report, self_test_reply=reply, after=after)
 
 
