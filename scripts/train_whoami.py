@@ -58,7 +58,7 @@ def choice(field: str) -> click.Choice:
               help="Token budget of every generated reply: rehearsal, validation, evaluation [preset: tiny 32, real 128].")
 @click.option("--val-every", type=click.IntRange(min=0), default=None,
               help="Score the validation split (identity wordings, held-out rehearsal rows) every N steps; 0 = never "
-                   "[preset: 10].")
+                   "[preset: 10; 0 with --data].")
 @click.option("--stop-when-learned/--no-stop-when-learned", default=None,
               help="End training once the validation identity hit is 100% twice in a row "
                    "[default: on with the built-in set, off with --data].")

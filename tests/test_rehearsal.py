@@ -92,5 +92,7 @@ def test_rehearsal_defaults_self_with_the_built_in_set_and_none_with_data():
     assert resolve_settings(WhoAmISettings(model="tiny", data="rows.tsv", rehearsal="self")).rehearsal == "self"
     assert resolve_settings(WhoAmISettings(model="tiny")).stop_when_learned is True
     assert resolve_settings(WhoAmISettings(model="tiny", data="rows.tsv")).stop_when_learned is False
+    assert resolve_settings(WhoAmISettings(model="tiny", data="rows.tsv")).val_every == 0
+    assert resolve_settings(WhoAmISettings(model="tiny", data="rows.tsv", val_every=5)).val_every == 5
     with pytest.raises(TrainerError, match=r"--rehearsal 'base'.*self, fixed, none"):
         resolve_settings(WhoAmISettings(rehearsal="base"))

@@ -87,7 +87,7 @@ class WhoAmISettings:
     rehearsal: str | None = None  # "self" (the base's own replies), "fixed" (hand-written fact answers), "none";
     # None = self with the built-in set, none with --data
     reply_tokens: int | None = None  # token budget of every generated reply: rehearsal, validation, evaluation
-    val_every: int | None = None  # score the validation split every N steps (0 = never)
+    val_every: int | None = None  # score the validation split every N steps (0 = never; None = preset, 0 with --data)
     stop_when_learned: bool | None = None  # end once validation identity hits are 100% twice in a row
     # (None = on with the built-in set, off with --data)
 
@@ -119,6 +119,8 @@ def resolve_settings(settings: WhoAmISettings) -> WhoAmISettings:
     built_in = settings.data is None
     rehearsal = settings.rehearsal or ("self" if built_in else "none")
     stop = settings.stop_when_learned if settings.stop_when_learned is not None else built_in
+    if not built_in and settings.val_every is None:
+        filled["val_every"] = 0  # the validation split is who-am-i wordings: with --data, only when asked
     return replace(settings, **filled, device=device, dtype=dtype, out=out, grad_checkpoint=checkpointing,
                    rehearsal=rehearsal, stop_when_learned=stop)
 
@@ -417,8 +419,8 @@ def run_whoami(settings: WhoAmISettings, echo: Callable[[str], None] = print, pr
     examples, skipped = examples + rehearsed * REHEARSAL_REPEATS, skipped + rehearsal_skipped
     examples = pack_examples(examples, settings.seq_len) if settings.pack else examples
     echo(f"model {model_dir} | {len(examples)} {'packed rows' if settings.pack else 'examples'} "
-         f"({len(rehearsed)} rehearsal rows ({settings.rehearsal}) x {REHEARSAL_REPEATS if rehearsed else 0}; "
-         f"{skipped} skipped: answer longer than --seq-len) | "
+         f"({skipped} skipped: answer longer than --seq-len) | rehearsal {settings.rehearsal}: {len(rehearsed)} rows"
+         f"{f' x {REHEARSAL_REPEATS}' if rehearsed else ''} | "
          f"{settings.method} {settings.quant} {settings.dtype} on {settings.device} x {rank_and_world()[1]}")
     records = train_with_metrics(settings, setup, examples, tokenizer, out, progress,
                                  validation(settings, setup, config, tokenizer, rehearsal))
