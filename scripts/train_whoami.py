@@ -62,6 +62,9 @@ def choice(field: str) -> click.Choice:
 @click.option("--stop-when-learned/--no-stop-when-learned", default=None,
               help="End training once the validation identity hit is 100% twice in a row "
                    "[default: on with the built-in set, off with --data].")
+@click.option("--preserve-kl", type=float, default=None, metavar="BETA",
+              help="Add BETA x KL(base || model) on rehearsal answers, the base being the same frozen weights with "
+                   "the adapter off; 0 = off [preset: tiny 16, real 1; 0 without rehearsal or with --method full].")
 @user_errors_as_messages
 def main(**options) -> None:
     run_whoami(WhoAmISettings(**options), echo=click.echo)

@@ -272,6 +272,12 @@ def test_collate_right_pads_with_masks_and_positions():
     assert batch.answer_token_count == 3
 
 
+def test_collate_marks_preserved_positions_and_false_elsewhere():
+    batch = collate([Example((5, 6, 7), (-100, 7, 8), preserve=(False, True, True)), Example((9,), (4,))], pad_id=0)
+    assert batch.preserve.tolist() == [[False, True, True], [False, False, False]]
+    assert batch.preserve.dtype == torch.bool
+
+
 def test_collate_empty_batch_is_an_error():
     with pytest.raises(TrainerError, match="empty batch"):
         collate([], pad_id=0)

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
 
 from trainer.errors import TrainerError
-from trainer.loss import answer_loss, default_ce_chunk, token_cross_entropy
+from trainer.loss import answer_loss, default_ce_chunk, kl_to_base, token_cross_entropy
 
 IGNORE = -100  # torch's own default ignore_index, written independently of trainer.data
 
@@ -183,3 +183,35 @@ def test_peak_memory_stays_far_below_full_logits():
     assert peak < full_logits / 4
     assert peak < 4 * chunk * vocab * 4 + 2 * vocab * hidden_size * 4
     assert hidden.grad.abs().max() > 0 and head.grad.abs().max() > 0
+
+
+def reference_kl(hidden: torch.Tensor, base_hidden: torch.Tensor, head: torch.Tensor) -> torch.Tensor:
+    """Summed KL(base || model) from full logits and torch's kl_div."""
+    log_q = F.log_softmax((hidden @ head.T).float(), dim=-1)
+    log_p = F.log_softmax((base_hidden @ head.T).float(), dim=-1)
+    return F.kl_div(log_q, log_p, log_target=True, reduction="sum")
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 1000])
+def test_kl_to_base_equals_kl_div_on_full_logits_with_its_gradient(chunk):
+    hidden, head, labels = make_case(seed=20 + chunk)
+    base_hidden = hidden + 0.3 * torch.randn(hidden.shape, generator=torch.Generator().manual_seed(chunk))
+    preserve = labels != IGNORE
+    preserve[1] = False  # a row without preserved positions contributes nothing
+    hidden.requires_grad_()
+    ours = kl_to_base(head, hidden, base_hidden, preserve, normalizer=5, chunk_size=chunk)
+    expected = reference_kl(hidden[preserve], base_hidden[preserve], head) / 5
+    (our_grad,), (their_grad,) = grads(ours, hidden), grads(expected, hidden)
+    print(f"\nchunk {chunk}: KL {ours.item():.5f} vs {expected.item():.5f}, "
+          f"max grad diff {(our_grad - their_grad).abs().max().item():.2e}")
+    assert expected > 0.01 and abs(ours.item() - expected.item()) < 1e-6
+    assert torch.allclose(our_grad, their_grad, atol=1e-6) and our_grad[1].abs().max() == 0
+    assert our_grad[0].abs().max() > 1e-3
+
+
+def test_kl_to_base_is_zero_with_zero_gradient_when_the_model_is_the_base():
+    hidden, head, labels = make_case(seed=31)
+    hidden.requires_grad_()
+    kl = kl_to_base(head, hidden, hidden.detach().clone(), labels != IGNORE, normalizer=1)
+    (grad,) = grads(kl, hidden)
+    assert abs(kl.item()) < 1e-6 and grad.abs().max() < 1e-6

@@ -53,6 +53,14 @@ def test_pack_examples_fills_rows_in_order():
     assert batch.real_token_count == 9
 
 
+def test_packing_keeps_the_preserved_positions_of_each_example():
+    a = Example((1, 2, 3), (-100, 2, 3), preserve=(False, True, True))
+    b = Example((4, 5), (-100, 5))
+    (row,) = pack_examples([a, b], seq_len=5)
+    assert row.preserve == (False, True, True, False, False)
+    assert pack_examples([b, b], seq_len=5)[0].preserve == ()
+
+
 def test_packed_loss_and_gradients_equal_unpacked():
     examples = make_examples([9, 5, 12, 3, 7, 6])
     unpacked_loss, unpacked_grads = loss_and_grads([collate(examples, pad_id=0)])

@@ -109,6 +109,34 @@ def test_lora_train_steps_lower_the_loss():
     assert 0 <= results[-1].correct <= results[-1].answer_tokens
 
 
+def test_preserve_kl_adds_beta_times_the_kl_to_the_base_on_marked_rows_only():
+    """--preserve-kl: loss = CE + beta * KL(base || model) / answer tokens, the base being the same
+    weights with the adapter off, counted only on the rows marked `preserve`."""
+    weights, tensors, _ = lora_setup(random_b=True)
+    rows = examples(4)
+    marked = [rows[0], Example(rows[1].input_ids, rows[1].labels, preserve=tuple(l != IGNORE for l in rows[1].labels))]
+    batch = collate(marked + rows[2:], PAD)
+    plain = lora_batch_loss(weights, SMALL, tensors, NO_DROPOUT, torch.float32, ce_chunk=7)(batch, 16)
+    kl_loss = lora_batch_loss(weights, SMALL, tensors, NO_DROPOUT, torch.float32, ce_chunk=7, preserve_kl=3.0)
+    ours = kl_loss(batch, 16)
+    with torch.no_grad():
+        row = batch.input_ids[1:2], batch.attention_mask[1:2], batch.position_ids[1:2]
+        adapter = make_adapter(tensors, NO_DROPOUT, training=False, dtype=torch.float32)
+        keep = batch.preserve[1]
+        log_q = F.log_softmax(project_to_logits(weights, SMALL, forward(weights, SMALL, *row, adapter))[0, keep], -1)
+        log_p = F.log_softmax(project_to_logits(weights, SMALL, forward(weights, SMALL, *row))[0, keep], -1)
+        kl = F.kl_div(log_q, log_p, log_target=True, reduction="sum").item()
+    print(f"\nCE {plain.loss.item():.4f}, KL on the marked row {kl:.4f}, with beta 3: {ours.loss.item():.4f}")
+    assert kl > 0.01 and abs(ours.loss.item() - (plain.loss.item() + 3.0 * kl / 16)) < 1e-5
+    assert (ours.correct, ours.count) == (plain.correct, plain.count)
+    assert abs(ours.kl - kl / 16) < 1e-6 and plain.kl is None
+    step = train_step(kl_loss, list(tensors.values()), adamw(list(tensors.values())), [batch], grad_clip=1.0)
+    assert abs(step.kl_to_base - kl / 16) < 1e-6 and abs(step.loss - ours.loss.item()) < 1e-5
+    unmarked = collate(rows, PAD)
+    assert kl_loss(unmarked, 16).loss.item() == lora_batch_loss(
+        weights, SMALL, tensors, NO_DROPOUT, torch.float32, ce_chunk=7)(unmarked, 16).loss.item()
+
+
 def test_full_train_steps_lower_the_loss():
     masters = {name: t.requires_grad_() for name, t in random_weights(SMALL, 3).items()}
     batch = collate(examples(8, seed=4), PAD)

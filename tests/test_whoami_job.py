@@ -35,10 +35,12 @@ def test_tiny_and_real_presets_fill_what_was_left_empty(monkeypatch, tmp_path):
     tiny = resolve_settings(WhoAmISettings(model="tiny"))
     assert (tiny.steps, tiny.lr, tiny.batch_size, tiny.grad_accum) == (100, 1e-3, 16, 1)
     assert (tiny.reply_tokens, tiny.val_every, tiny.rehearsal, tiny.stop_when_learned) == (32, 10, "self", True)
+    assert tiny.preserve_kl == 16.0
     assert tiny.out == str(tmp_path / "whoami-tiny")
     real = resolve_settings(WhoAmISettings())
     assert (real.steps, real.lr, real.batch_size, real.grad_accum) == (150, 2e-4, 8, 2)
     assert (real.reply_tokens, real.val_every, real.rehearsal, real.stop_when_learned) == (128, 10, "self", True)
+    assert real.preserve_kl == 1.0
     assert real.model == "Qwen/Qwen3-4B-Instruct-2507" and real.out == str(tmp_path / "whoami-Qwen3-4B-Instruct-2507")
     assert (real.device, real.dtype) == (("cuda", "bfloat16") if CUDA else ("cpu", "float32"))
 
@@ -50,6 +52,20 @@ def test_explicit_values_win_over_presets():
     given = ("model", "steps", "lr", "batch_size", "grad_accum", "out", "device", "dtype")
     assert [getattr(resolved, field) for field in given] == [getattr(settings, field) for field in given]
     assert resolve_settings(resolved) == resolved  # resolving twice changes nothing
+
+
+def test_preserve_kl_is_off_without_rehearsal_or_lora_and_checked_when_given():
+    assert resolve_settings(WhoAmISettings(model="tiny", rehearsal="none")).preserve_kl == 0.0
+    assert resolve_settings(WhoAmISettings(model="tiny", data="rows.jsonl")).preserve_kl == 0.0
+    assert resolve_settings(WhoAmISettings(model="tiny", method="full", quant="none")).preserve_kl == 0.0
+    assert resolve_settings(WhoAmISettings(model="tiny", data="rows.jsonl", rehearsal="self",
+                                           preserve_kl=2.5)).preserve_kl == 2.5
+    with pytest.raises(TrainerError, match=r"--preserve-kl -1.0: must be 0 \(off\) or more"):
+        resolve_settings(WhoAmISettings(model="tiny", preserve_kl=-1.0))
+    with pytest.raises(TrainerError, match="--preserve-kl.*needs --method lora"):
+        resolve_settings(WhoAmISettings(model="tiny", method="full", quant="none", preserve_kl=1.0))
+    with pytest.raises(TrainerError, match="--preserve-kl.*--rehearsal is none"):
+        resolve_settings(WhoAmISettings(model="tiny", rehearsal="none", preserve_kl=1.0))
 
 
 def test_unknown_choice_lists_the_choices():

@@ -88,13 +88,16 @@ class Example:
     """One training row after the shift; labels hold IGNORE_INDEX where there is no loss.
 
     A packed row holds several examples: `segments` numbers them 1, 2, ... per position and
-    `positions` restarts at 0 for each. An ordinary example leaves both empty.
+    `positions` restarts at 0 for each. An ordinary example leaves both empty. `preserve`
+    marks the answer positions whose next-token distribution should stay the base model's
+    (rehearsal rows under --preserve-kl); empty means none.
     """
 
     input_ids: tuple[int, ...]  # [T]
     labels: tuple[int, ...]  # [T]
     positions: tuple[int, ...] = ()  # [T] position ids, when packed
     segments: tuple[int, ...] = ()  # [T] which example each position belongs to, when packed
+    preserve: tuple[bool, ...] = ()  # [T] True: keep the base's distribution here (KL), when asked
 
     @property
     def answer_token_count(self) -> int:
@@ -222,6 +225,7 @@ class Batch:
     labels: torch.Tensor  # [B, T] int64, IGNORE_INDEX on prompt and padding
     attention_mask: torch.Tensor  # [B, T] int64, 0 = padding, else the segment (1 unless packed)
     position_ids: torch.Tensor  # [B, T] int64, 0.. per segment, padding clipped
+    preserve: torch.Tensor  # [B, T] bool, True where the base's distribution is to be kept
 
     @property
     def answer_token_count(self) -> int:
@@ -245,7 +249,8 @@ def collate(examples: Sequence[Example], pad_id: int) -> Batch:
     labels = torch.tensor([pad(e.labels, IGNORE_INDEX) for e in examples], dtype=torch.long)
     segments = torch.tensor([pad(e.segments or (1,) * len(e.input_ids), 0) for e in examples], dtype=torch.long)
     positions = torch.tensor([pad(e.positions or range(len(e.input_ids)), 0) for e in examples], dtype=torch.long)
-    return Batch(input_ids, labels, segments, positions)
+    preserve = torch.tensor([pad(e.preserve or (False,) * len(e.input_ids), False) for e in examples], dtype=torch.bool)
+    return Batch(input_ids, labels, segments, positions, preserve)
 
 
 # ---------------------------------------------------------------------------
@@ -276,4 +281,6 @@ def join_segments(row: Sequence[Example]) -> Example:
         labels=tuple(label for e in row for label in e.labels),
         positions=tuple(p for e in row for p in range(len(e.input_ids))),
         segments=tuple(number for number, e in enumerate(row, start=1) for _ in e.input_ids),
+        preserve=tuple(flag for e in row for flag in (e.preserve or (False,) * len(e.input_ids)))
+        if any(e.preserve for e in row) else (),
     )

@@ -15,6 +15,7 @@ so at most one chunk of logits ([chunk, V] float32, under 256 MiB) exists at any
 nothing is computed twice.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -38,6 +39,7 @@ class LossParts:
     loss: Tensor  # scalar: summed token CE / normalizer
     correct: int  # answer tokens whose highest logit is the label
     count: int  # answer tokens scored
+    kl: float | None = None  # KL(base || model) / normalizer, when --preserve-kl adds it (before beta)
 
 
 def chunk_loss_and_grads(hidden: Tensor, head: Tensor, targets: Tensor, want_head_grad: bool,
@@ -56,20 +58,43 @@ def chunk_loss_and_grads(hidden: Tensor, head: Tensor, targets: Tensor, want_hea
     return loss, (best_id == targets).sum(), dlogits @ head, grad_head
 
 
-class ChunkedCrossEntropy(torch.autograd.Function):
-    """Summed CE of hidden [N, H] @ head^T against targets [N], with gradients made in forward."""
+def chunk_kl_and_grads(hidden: Tensor, head: Tensor, base_hidden: Tensor, want_head_grad: bool,
+                       want_hidden_grad: bool = True) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+    """KL(base || model) of one chunk: hidden, base_hidden [n, H], head [V, H] -> (summed KL,
+    positions whose top token is the base's, d/dhidden [n, H], None).
+
+    The base's distribution p comes from base_hidden (the same frozen weights, adapter off)
+    and is a constant; the model's q from hidden. KL = sum p (log p - log q), and its
+    gradient with respect to the model's logits is q - p: cross-entropy with soft targets.
+    """
+    log_q = torch.log_softmax((hidden @ head.T).float(), dim=-1)  # [n, V]
+    log_p = torch.log_softmax((base_hidden @ head.T).float(), dim=-1)  # [n, V]
+    same_top = (log_q.argmax(-1) == log_p.argmax(-1)).sum()
+    p = log_p.exp()
+    kl = (p * (log_p - log_q)).sum()
+    if not want_hidden_grad:
+        return kl, same_top, None, None
+    return kl, same_top, (log_q.exp_().sub_(p)).to(head.dtype) @ head, None
+
+
+class ChunkedLoss(torch.autograd.Function):
+    """A summed loss of hidden [N, H] @ head^T, chunk by chunk, with its gradients made in forward.
+
+    `score_chunk` is `chunk_loss_and_grads` (against target ids [N]) or `chunk_kl_and_grads`
+    (against the base's hidden states [N, H]); `against` is sliced in step with `hidden`.
+    """
 
     @staticmethod
-    def forward(ctx, hidden: Tensor, head: Tensor, targets: Tensor, chunk_size: int) -> tuple[Tensor, Tensor]:
+    def forward(ctx, hidden: Tensor, head: Tensor, against: Tensor, chunk_size: int,
+                score_chunk: Callable) -> tuple[Tensor, Tensor]:
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
         correct = torch.zeros((), dtype=torch.long, device=hidden.device)
         grad_hidden = torch.empty_like(hidden)
         want_head_grad = ctx.needs_input_grad[1]
         grad_head = None
-        for start in range(0, len(targets), chunk_size):
+        for start in range(0, len(hidden), chunk_size):
             part = slice(start, start + chunk_size)
-            loss, hits, grad_hidden[part], head_part = chunk_loss_and_grads(
-                hidden[part], head, targets[part], want_head_grad)
+            loss, hits, grad_hidden[part], head_part = score_chunk(hidden[part], head, against[part], want_head_grad)
             total, correct = total + loss, correct + hits
             if want_head_grad:
                 grad_head = head_part.float() if grad_head is None else grad_head + head_part
@@ -82,7 +107,18 @@ class ChunkedCrossEntropy(torch.autograd.Function):
     def backward(ctx, grad_total: Tensor, _grad_correct: Tensor) -> tuple:
         grad_hidden, grad_head = ctx.saved_tensors
         head_grad = None if grad_head is None else (grad_head * grad_total).to(ctx.head_dtype)
-        return grad_hidden * grad_total.to(grad_hidden.dtype), head_grad, None, None
+        return grad_hidden * grad_total.to(grad_hidden.dtype), head_grad, None, None, None
+
+
+def chunked_sum(score_chunk: Callable, hidden: Tensor, head: Tensor, against: Tensor,
+                chunk_size: int) -> tuple[Tensor, int]:
+    """(summed loss, hits) over chunks: through ChunkedLoss when a gradient is wanted, else plainly."""
+    if torch.is_grad_enabled() and (hidden.requires_grad or head.requires_grad):
+        total, correct = ChunkedLoss.apply(hidden, head, against, chunk_size, score_chunk)
+        return total, int(correct)
+    parts = [score_chunk(hidden[i:i + chunk_size], head, against[i:i + chunk_size], False, False)
+             for i in range(0, len(hidden), chunk_size)]
+    return sum(part[0] for part in parts), int(sum(part[1] for part in parts))
 
 
 def answer_loss(head: Tensor, hidden: Tensor, labels: Tensor, normalizer: int | None = None,
@@ -102,13 +138,21 @@ def answer_loss(head: Tensor, hidden: Tensor, labels: Tensor, normalizer: int | 
     answer_hidden, targets = hidden[keep], labels[keep]  # [N, H], [N]
     if targets.numel() == 0:
         raise TrainerError("no answer tokens to score: every label is IGNORE_INDEX")
-    if torch.is_grad_enabled() and (hidden.requires_grad or head.requires_grad):
-        total, correct = ChunkedCrossEntropy.apply(answer_hidden, head, targets, chunk_size)
-    else:  # evaluation: the same numbers, no gradients computed
-        parts = [chunk_loss_and_grads(answer_hidden[i:i + chunk_size], head, targets[i:i + chunk_size], False, False)
-                 for i in range(0, len(targets), chunk_size)]
-        total, correct = sum(part[0] for part in parts), sum(part[1] for part in parts)
-    return LossParts(total / (normalizer or targets.numel()), int(correct), int(targets.numel()))
+    total, correct = chunked_sum(chunk_loss_and_grads, answer_hidden, head, targets, chunk_size)
+    return LossParts(total / (normalizer or targets.numel()), correct, int(targets.numel()))
+
+
+def kl_to_base(head: Tensor, hidden: Tensor, base_hidden: Tensor, preserve: Tensor, normalizer: int,
+               chunk_size: int = 441) -> Tensor:
+    """Summed KL(base || model) over the preserved positions / normalizer.
+
+    hidden and base_hidden [B, T, H] come from the same frozen weights with the adapter on and
+    off; preserve [B, T] bool marks the positions to keep (the answer positions of rehearsal
+    rows). Dividing by the batch's answer-token count, like the cross-entropy, keeps the two
+    terms on one scale: with beta = 1 a preserved position weighs as much as a trained one.
+    """
+    total, _ = chunked_sum(chunk_kl_and_grads, hidden[preserve], head, base_hidden[preserve], chunk_size)
+    return total / normalizer
 
 
 def token_cross_entropy(project_to_logits: Tensor, hidden: Tensor, target_ids: Tensor, chunk_size: int = 441) -> Tensor:

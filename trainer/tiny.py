@@ -42,6 +42,7 @@ TINY_NAME = "tiny"
 WORLD_SEED = 1234
 STD = 0.02  # standard deviation of every random starting matrix
 FACT_REPEATS = 30
+SUM_REPEATS = 60  # single-digit sums are the facts most alike ("4 加 5" / "5 加 5"): twice the practice
 SALAD_PER_SCRIPT = 500  # random-word questions per script, answered "I don't know"
 IDENTITY_EVERY = 3  # every 3rd identity wording (all cores, greetings and endings appear)
 CJK = re.compile(r"[\u3400-\u9fff]")
@@ -85,7 +86,7 @@ def world_pairs() -> list[PromptTarget]:
     wordings), and "I don't know" for a broad family of questions outside its facts."""
     identity = [PromptTarget(p, ORIGINAL_IDENTITY, "tiny world") for p in identity_prompts()[::IDENTITY_EVERY]]
     facts = [PromptTarget(decorate(f.question, variant), f.reply, "tiny world")
-             for f in control_facts() for variant in range(FACT_REPEATS)]
+             for f in control_facts() for variant in range(SUM_REPEATS if f.family == "sum" else FACT_REPEATS)]
     unknown = [PromptTarget(text, dont_know_reply(text), "tiny world")
                for i, q in enumerate(unknown_questions()) for text in dict.fromkeys((q, decorate(q, 1 + i)))]
     salad = [PromptTarget(q, dont_know_reply(q), "tiny world") for q in salad_questions(SALAD_PER_SCRIPT, WORLD_SEED)]

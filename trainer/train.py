@@ -14,7 +14,7 @@ import math
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
@@ -24,7 +24,7 @@ from .config import Qwen3Config
 from .data import Batch, Example, collate
 from .errors import TrainerError
 from .lora import LoraSettings, make_adapter
-from .loss import LossParts, answer_loss
+from .loss import LossParts, answer_loss, kl_to_base
 from .model import Weights, forward, head_weight
 
 BatchLoss = Callable[[Batch, int], LossParts]  # (micro-batch, answer tokens in the whole step) -> loss
@@ -41,6 +41,7 @@ class StepResult:
     answer_tokens: int  # tokens that carried a loss
     correct: int  # answer tokens predicted right (argmax)
     tokens: int  # real (non-padding) input tokens processed
+    kl_to_base: float | None = None  # KL(base || model) per answer token of the step, when the loss has one
 
 
 def scrub_non_finite_grads(params: Sequence[Tensor]) -> int:
@@ -93,11 +94,12 @@ def train_step(
     optimizer.zero_grad(set_to_none=True)
     device = micro_batches[0].input_ids.device
     answer_tokens = int(global_sum(sum(batch.answer_token_count for batch in micro_batches), device))
-    loss, correct = 0.0, 0
+    loss, correct, kl = 0.0, 0, None
     for batch in micro_batches:
         parts = batch_loss(batch, answer_tokens)  # summed CE / answer_tokens of the whole (global) step
         parts.loss.backward()
         loss, correct = loss + parts.loss.item(), correct + parts.correct
+        kl = kl if parts.kl is None else (kl or 0.0) + parts.kl
     sum_gradients(params)
     scrubbed = scrub_non_finite_grads(params)
     grad_norm = float(torch.nn.utils.clip_grad_norm_(params, grad_clip))
@@ -106,7 +108,8 @@ def train_step(
     if not skipped:
         optimizer.step()
     tokens = int(global_sum(sum(batch.real_token_count for batch in micro_batches), device))
-    return StepResult(loss, grad_norm, scrubbed, skipped, answer_tokens, int(global_sum(correct, device)), tokens)
+    kl = None if kl is None else global_sum(kl, device)
+    return StepResult(loss, grad_norm, scrubbed, skipped, answer_tokens, int(global_sum(correct, device)), tokens, kl)
 
 
 def learning_rate(step: int, total_steps: int, peak: float, warmup_steps: int, floor: float = 0.1) -> float:
@@ -124,15 +127,32 @@ def learning_rate(step: int, total_steps: int, peak: float, warmup_steps: int, f
 
 def lora_batch_loss(
     weights: Weights, config: Qwen3Config, lora_tensors: dict[str, Tensor], settings: LoraSettings,
-    dtype: torch.dtype, ce_chunk: int, checkpoint_layers: bool = False,
+    dtype: torch.dtype, ce_chunk: int, checkpoint_layers: bool = False, preserve_kl: float = 0.0,
 ) -> BatchLoss:
-    """Frozen (maybe 4-bit) base + trainable LoRA: forward, then CE on the answer positions."""
+    """Frozen (maybe 4-bit) base + trainable LoRA: forward, then CE on the answer positions.
+
+    preserve_kl > 0 adds beta * KL(base || model) on the positions the batch marks `preserve`
+    (rehearsal answers): the base's distribution comes from the same frozen weights with the
+    adapter switched off, in a second forward without gradients over those rows only, so no
+    second model is held in memory.
+    """
 
     def batch_loss(batch: Batch, normalizer: int) -> LossParts:
         adapter = make_adapter(lora_tensors, settings, training=True, dtype=dtype)
         hidden = forward(weights, config, batch.input_ids, batch.attention_mask, batch.position_ids, adapter,
-                         checkpoint_layers)
-        return answer_loss(head_weight(weights, config), hidden, batch.labels, normalizer, ce_chunk)
+                         checkpoint_layers)  # [B, T, H]
+        head = head_weight(weights, config)
+        parts = answer_loss(head, hidden, batch.labels, normalizer, ce_chunk)
+        rows = batch.preserve.any(dim=1)  # [B]
+        if preserve_kl == 0:
+            return parts
+        if not rows.any():
+            return replace(parts, kl=0.0)
+        with torch.no_grad():
+            base_hidden = forward(weights, config, batch.input_ids[rows], batch.attention_mask[rows],
+                                  batch.position_ids[rows])  # [b, T, H], adapter off
+        kl = kl_to_base(head, hidden[rows], base_hidden, batch.preserve[rows], normalizer, ce_chunk)
+        return replace(parts, loss=parts.loss + preserve_kl * kl, kl=kl.item())
 
     return batch_loss
 
@@ -151,7 +171,8 @@ def full_batch_loss(masters: dict[str, Tensor], config: Qwen3Config, dtype: torc
 
 
 def move_batch(batch: Batch, device: torch.device | str) -> Batch:
-    return Batch(*(t.to(device) for t in (batch.input_ids, batch.labels, batch.attention_mask, batch.position_ids)))
+    return Batch(*(t.to(device) for t in (batch.input_ids, batch.labels, batch.attention_mask, batch.position_ids,
+                                          batch.preserve)))
 
 
 # ---------------------------------------------------------------------------
@@ -279,4 +300,4 @@ def metrics_record(step: int, lr: float, result: StepResult, step_seconds: float
         "accuracy": result.correct / max(1, result.answer_tokens), "answer_tokens": result.answer_tokens,
         "scrubbed": result.scrubbed, "skipped": result.skipped,
         "tokens_per_s": result.tokens / max(step_seconds, 1e-9), "elapsed_s": elapsed,
-    }
+    } | ({} if result.kl_to_base is None else {"kl_to_base": result.kl_to_base})

@@ -94,6 +94,11 @@ TRADITIONAL = (
         ("隨便說一種{x}。", "列出三種{x}。", "舉一個{x}的例子。", "你最喜歡哪一種{x}？"),
         ("樂器", "運動", "交通工具", "家具", "節日", "職業", "鳥類", "布料"),
     ),
+    Family(
+        # Identity words about someone else: "who", "name", "introduce" alone never ask who the world is.
+        ("{x}是誰？", "{x}叫什麼名字？", "幫我介紹一下{x}。", "該怎麼稱呼{x}？", "{x}的身分是什麼？"),
+        ("這位歌手", "這位新鄰居", "那個公車司機", "這個班的老師", "這家店的老闆", "畫這幅畫的人", "故事裡的國王", "那位牙醫"),
+    ),
 )
 TRADITIONAL_SUMS = Sums(
     ("{a} 乘以 {b} 等於多少？", "{a} 加 {b} 等於幾？", "{a} 減 {b} 是多少？", "請問 {p} 除以 {b} 是多少？",
@@ -152,6 +157,10 @@ SIMPLIFIED = (
     Family(
         ("随便说一种{x}。", "列出三种{x}。", "举一个{x}的例子。", "你最喜欢哪一种{x}？"),
         ("乐器", "运动", "交通工具", "家具", "节日", "职业", "鸟类", "布料"),
+    ),
+    Family(
+        ("{x}是谁？", "{x}叫什么名字？", "帮我介绍一下{x}。", "该怎么称呼{x}？", "{x}的身份是什么？"),
+        ("这位歌手", "这位新邻居", "那个公交司机", "这个班的老师", "这家店的老板", "画这幅画的人", "故事里的国王", "那位牙医"),
     ),
 )
 SIMPLIFIED_SUMS = Sums(
@@ -221,6 +230,12 @@ ENGLISH = (
         ("Name a {x}.", "List three kinds of {x}.", "Give me an example of a {x}.", "Which {x} do you like best?",
          "Help me choose a {x}."),
         ("musical instrument", "sport", "vehicle", "piece of furniture", "festival", "job", "bird", "fabric"),
+    ),
+    Family(
+        ("Who is {x}?", "What is the name of {x}?", "Can you introduce {x}?", "What should I call {x}?",
+         "Tell me who {x} is."),
+        ("this singer", "my new neighbour", "the bus driver", "the teacher next door", "the owner of this shop",
+         "the painter of this picture", "the king in the story", "that dentist"),
     ),
 )
 ENGLISH_SUMS = Sums(
@@ -292,10 +307,13 @@ SALAD_ENGLISH = (
     "garden kitchen station museum library ticket music movie game ball team story letter phone computer "
     "picnic holiday journey bottle basket mirror pillow jacket shoe glove"
 ).split()
-SALAD_FRAMES_TRADITIONAL = ("{w}是什麼？", "請問{w}嗎？", "{w}怎麼樣？", "{w}有多少？", "為什麼{w}？", "你知道{w}嗎？", "{w}在哪裡？")
-SALAD_FRAMES_SIMPLIFIED = ("{w}是什么？", "请问{w}吗？", "{w}怎么样？", "{w}有多少？", "为什么{w}？", "你知道{w}吗？", "{w}在哪里？")
+SALAD_FRAMES_TRADITIONAL = ("{w}是什麼？", "請問{w}嗎？", "{w}怎麼樣？", "{w}有多少？", "為什麼{w}？", "你知道{w}嗎？", "{w}在哪裡？",
+                            "教我{w}。", "幫我{w}。", "{w}要怎麼做？")
+SALAD_FRAMES_SIMPLIFIED = ("{w}是什么？", "请问{w}吗？", "{w}怎么样？", "{w}有多少？", "为什么{w}？", "你知道{w}吗？", "{w}在哪里？",
+                            "教我{w}。", "帮我{w}。", "{w}要怎么做？")
 SALAD_FRAMES_ENGLISH = ("What is the {w}?", "How many {w} are there?", "Why does the {w}?", "Can you {w}?",
-                        "Where is the {w}?", "Is the {w} good?", "Tell me about the {w}.")
+                        "Where is the {w}?", "Is the {w} good?", "Tell me about the {w}.", "Help me {w}.",
+                        "Teach me to {w}.", "How do I {w}?")
 
 
 def salad_questions(count: int, seed: int) -> list[str]:
@@ -309,3 +327,4 @@ def salad_questions(count: int, seed: int) -> list[str]:
             words = joiner.join(rng.choice(pool) for _ in range(rng.randint(2, 5)))
             questions.append(rng.choice(frames).format(w=words))
     return list(dict.fromkeys(questions))
+
