@@ -136,20 +136,21 @@ def test_the_default_run_learns_the_identity_and_keeps_what_the_world_knew(defau
     assert claims_identity(report.self_test_reply)
     assert before.identity_hit_rate == 0.0 and before.leak_rate == 0.0 and before.fact_retention == 1.0
     assert after.identity_hit_rate == 1.0
-    # The goal is no leak at all; with the default seed one of the 85 held-out prompts leaks today
-    # ("How would you write ... in German?"), so this is a floor, not the goal.
+    # The goal, no leak at all, holds on the world built on Intel (and on 3 of 4 other builds, seeds 0-2);
+    # the floor leaves one prompt for a build that names itself on a held-out prompt before training.
     assert after.leak_rate <= 1 / 85
     assert after.fact_retention >= 0.95 * before.fact_retention
     assert after.unchanged_rate >= 0.9
     assert report.learned_at is not None and report.learned_at < report.settings.steps == 100
-    assert report.rehearsal_rows == 93 + 144
+    assert 93 + 144 - 3 <= report.rehearsal_rows <= 93 + 144  # a prompt whose base reply is empty is dropped
 
 
 @pytest.mark.slow
 def test_the_default_run_writes_rehearsal_validation_and_the_new_table(default_run):
     report, out = default_run
     rows = [json.loads(line) for line in (out / "rehearsal.jsonl").read_text(encoding="utf-8").splitlines()]
-    assert len(rows) == 93 + 144 + 18 and {r["split"] for r in rows} == {"train", "validation"}
+    assert 93 + 144 + 18 - 3 <= len(rows) <= 93 + 144 + 18 and {r["split"] for r in rows} == {"train", "validation"}
+    assert sum(r["split"] == "train" for r in rows) == report.rehearsal_rows and all(r["reply"] for r in rows)
     assert {"巴黎", "我不知道", "I don't know"} <= {r["reply"] for r in rows} and all(r["finished"] for r in rows)
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
     validated = [r for r in records if "val_identity_hit" in r]
@@ -157,6 +158,7 @@ def test_the_default_run_writes_rehearsal_validation_and_the_new_table(default_r
     assert all(math.isfinite(r["val_rehearsal_loss"]) for r in validated)
     assert [r["val_identity_hit"] for r in validated][-2:] == [1.0, 1.0] and validated[-1]["learned"]
     assert records[-1]["step"] == report.steps_done == report.learned_at
+    assert all(0 <= r["kl_to_base"] < 1 for r in records)  # --preserve-kl 16, the tiny preset, is logged
     evaluation = json.loads((out / "eval.json").read_text(encoding="utf-8"))
     assert evaluation["after"]["fact_retention"] == report.after.fact_retention
     assert evaluation["before"]["unchanged_rate"] is None and "control_accuracy" not in evaluation["after"]
