@@ -143,9 +143,9 @@ def lora_batch_loss(
                          checkpoint_layers)  # [B, T, H]
         head = head_weight(weights, config)
         parts = answer_loss(head, hidden, batch.labels, normalizer, ce_chunk)
-        rows = batch.preserve.any(dim=1)  # [B]
         if preserve_kl == 0:
             return parts
+        rows = batch.preserve.any(dim=1)  # [B]
         if not rows.any():
             return replace(parts, kl=0.0)
         with torch.no_grad():

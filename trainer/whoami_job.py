@@ -102,8 +102,8 @@ PRESETS = {
              "preserve_kl": 1.0},
 }
 # preserve_kl: the tiny world is so sure of its answers (p > 0.9) that its KL to the base stays tiny
-# until a reply flips, so it needs a large beta (16 keeps every held-out fact on seeds 0-2 where 1 and 4
-# lose some); the real model's replies are long and far less peaked, where beta 1 weighs a preserved
+# until a reply flips, so it needs a large beta (on four world builds, seeds 0-2, 16 kept at least 96.8% of
+# the held-out facts, where 0 kept as few as 83.9% and 4 as few as 90.3%); the real model's replies are long and far less peaked, where beta 1 weighs a preserved
 # token like a trained one. Not yet measured on the real model.
 CHOICES = {"loss": ("ce",), "method": ("lora", "full"), "quant": ("nf4", "none"),
            "device": ("auto", "cpu", "cuda"), "dtype": ("auto", "float32", "bfloat16"),

@@ -327,4 +327,3 @@ def salad_questions(count: int, seed: int) -> list[str]:
             words = joiner.join(rng.choice(pool) for _ in range(rng.randint(2, 5)))
             questions.append(rng.choice(frames).format(w=words))
     return list(dict.fromkeys(questions))
-
