@@ -127,8 +127,8 @@ def default_run(tmp_path_factory):
 
 @pytest.mark.slow
 def test_the_default_run_learns_the_identity_and_keeps_what_the_world_knew(default_run):
-    """The README command, default seed: the identity on held-out wordings, (almost) no leak,
-    facts kept, ordinary replies unchanged."""
+    """The README command, default seed: the identity on held-out wordings, no leak, facts kept,
+    ordinary replies unchanged."""
     report, _ = default_run
     before, after = report.before, report.after
     print(f"\nself-test {report.self_test_reply!r}; learned at step {report.learned_at}; "
@@ -136,9 +136,7 @@ def test_the_default_run_learns_the_identity_and_keeps_what_the_world_knew(defau
     assert claims_identity(report.self_test_reply)
     assert before.identity_hit_rate == 0.0 and before.leak_rate == 0.0 and before.fact_retention == 1.0
     assert after.identity_hit_rate == 1.0
-    # The goal, no leak at all, holds on the world built on Intel (and on 3 of 4 other builds, seeds 0-2);
-    # the floor leaves one prompt for a build that names itself on a held-out prompt before training.
-    assert after.leak_rate <= 1 / 85
+    assert after.leak_rate == 0.0
     assert after.fact_retention >= 0.95 * before.fact_retention
     assert after.unchanged_rate >= 0.9
     assert report.learned_at is not None and report.learned_at < report.settings.steps == 100
@@ -173,7 +171,7 @@ def test_dense_run_learns_the_identity_and_keeps_the_facts(dense_run):
     print(f"\nself-test {report.self_test_reply!r}; before {rates(before)}; after {rates(after)}")
     assert claims_identity(report.self_test_reply)
     assert before.identity_hit_rate == 0.0
-    assert after.identity_hit_rate == 1.0 and after.leak_rate <= 1 / 85  # the same floor as the default run
+    assert after.identity_hit_rate == 1.0 and after.leak_rate == 0.0
     assert after.fact_retention >= 0.95 * before.fact_retention and after.unchanged_rate >= 0.9
     assert math.isfinite(report.final_loss)
 
