@@ -15,6 +15,9 @@ pays for the other's imports, allocator state or peak memory. Both see:
   overwritten by ours, so the two runs should report the same losses step for step;
 - AdamW (no weight decay) and gradient clipping at 1.0.
 Time is counted after --warmup steps; tokens/s is real tokens per second of the median step.
+Beside it, the useful GFLOPS of that step (trainer.flops counts them from the shapes) and, in
+the same run, this machine's matmul peak in the same dtype, so every figure has a share of the
+machine's own limit.
 """
 
 import json
@@ -35,10 +38,12 @@ import torch
 from torch import Tensor
 
 from make_random_checkpoint import SHAPES, make_random_checkpoint, random_tensor
-from trainer.cli import user_errors_as_messages
+from trainer.cli import DTYPE_CHOICES, user_errors_as_messages
 from trainer.config import Qwen3Config, config_to_json, load_config
 from trainer.data import IGNORE_INDEX, Batch, Example, collate
 from trainer.errors import TrainerError
+from trainer.flops import lora_step_flops
+from trainer.loading import resolve_dtype
 from trainer.lora import ALL_PROJECTIONS, LoraSettings, init_lora
 from trainer.loss import default_ce_chunk
 from trainer.model import Weights
@@ -52,6 +57,7 @@ LR = 1e-4
 GRAD_CLIP = 1.0
 PAD_ID = 151643  # <|endoftext|>; unused, every row is full length
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+PEAK_SIZE = 2048  # the square matmul that measures the machine's limit
 STACKS = ("ours", "reference")
 
 
@@ -117,6 +123,23 @@ def peak_memory(device: str) -> tuple[int, str]:
 def synchronize(device: str) -> None:
     if device == "cuda":
         torch.cuda.synchronize()
+
+
+def matmul_peak_gflops(dtype: torch.dtype, device: str, size: int = PEAK_SIZE, repeats: int = 10) -> float:
+    """The fastest of `repeats` [size, size] @ [size, size] matmuls in this dtype, in GFLOPS:
+    what this machine can do at best, measured now, beside the figures it is compared with."""
+    generator = torch.Generator().manual_seed(0)
+    a, b = (torch.randn(size, size, generator=generator).to(device, dtype) for _ in range(2))
+    for _ in range(2):
+        a @ b  # warm up the kernels and the caches
+    best = math.inf
+    for _ in range(repeats):
+        synchronize(device)
+        started = time.perf_counter()
+        a @ b
+        synchronize(device)
+        best = min(best, time.perf_counter() - started)
+    return 2 * size**3 / best / 1e9
 
 
 def timed_steps(step: Callable[[], float], settings: BenchSettings, tokens_per_step: int) -> dict:
@@ -262,7 +285,16 @@ def run_stack(stack: str, settings: BenchSettings) -> dict:
             make_random_checkpoint(config, Path(folder), settings.seed)
             return run_stack(stack, replace(settings, checkpoint=folder))
     runner = {"ours": run_ours, "reference": run_reference}[stack]
-    return {"stack": stack} | asdict(settings) | runner(config, settings)
+    result = runner(config, settings)
+    flops = step_flops(config, settings)
+    return {"stack": stack} | asdict(settings) | result | {"step_flops": flops,
+                                                            "useful_gflops": flops / result["step_s"] / 1e9}
+
+
+def step_flops(config: Qwen3Config, settings: BenchSettings) -> int:
+    """The useful FLOPs of one step on the benchmark's rows (the same for both stacks)."""
+    answer_tokens = int((our_batch(*synthetic_rows(config, settings)).labels != IGNORE_INDEX).sum())
+    return lora_step_flops(config, settings.batch_size, settings.seq_len, answer_tokens, LORA.r, LORA.targets)
 
 
 def child_args(stack: str, settings: BenchSettings) -> list[str]:
@@ -299,19 +331,22 @@ def ratios(rows: list[dict]) -> dict:
             "peak_mem": ours["peak_mem_bytes"] / reference["peak_mem_bytes"]}
 
 
-def table(rows: list[dict]) -> str:
+def table(rows: list[dict], peak_gflops: float) -> str:
     first = rows[0]
     lines = [f"{first['shape']} on {first['device']}, {first['dtype']}, quant {first['quant']}, LoRA r{LORA.r} "
              f"on {len(LORA.targets)} projections, batch {first['batch_size']} x {first['seq_len']}, "
              f"{first['steps']} timed steps after {first['warmup']} warmup",
-             f"{'stack':<12}{'tokens/s':>12}{'step s':>10}  {first['mem_kind'] + ' GB':>24}{'loss first':>12}"
-             f"{'loss last':>12}"]
+             f"useful work {first['step_flops'] / 1e9:.1f} GFLOP a step (trainer/flops.py); this machine's "
+             f"{first['dtype']} matmul peak now: {peak_gflops:.0f} GFLOPS ({PEAK_SIZE}x{PEAK_SIZE})",
+             f"{'stack':<12}{'tokens/s':>12}{'step s':>10}{'GFLOPS':>10}{'of peak':>9}  "
+             f"{first['mem_kind'] + ' GB':>24}{'loss first':>12}{'loss last':>12}"]
     for r in rows:
-        lines.append(f"{r['stack']:<12}{r['tokens_per_s']:>12.1f}{r['step_s']:>10.3f}  "
+        lines.append(f"{r['stack']:<12}{r['tokens_per_s']:>12.1f}{r['step_s']:>10.3f}{r['useful_gflops']:>10.1f}"
+                     f"{r['useful_gflops'] / peak_gflops:>9.0%}  "
                      f"{r['peak_mem_bytes'] / 1e9:>24.3f}{r['loss_first']:>12.5f}{r['loss_last']:>12.5f}")
     if len(rows) == 2:
         ratio = ratios(rows)
-        lines.append(f"{'ours/ref':<12}{ratio['tokens_per_s']:>11.2f}x{'':>10}  {ratio['peak_mem']:>23.2f}x")
+        lines.append(f"{'ours/ref':<12}{ratio['tokens_per_s']:>11.2f}x{'':>19}  {ratio['peak_mem']:>23.2f}x")
     return "\n".join(lines)
 
 
@@ -380,7 +415,8 @@ def finite_or_fail(rows: list[dict]) -> None:
 @click.option("--seq-len", type=click.IntRange(min=2), default=256,
               help="Tokens per row; the last 12% are the answer.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", help="Where both stacks run.")
-@click.option("--dtype", type=click.Choice(sorted(DTYPES)), default="float32", help="Compute dtype of the base weights.")
+@click.option("--dtype", type=click.Choice(DTYPE_CHOICES), default="auto",
+              help="Compute dtype of the base weights; auto = bf16 on a GPU or a CPU with AMX or AVX512-BF16, else fp32.")
 @click.option("--quant", type=click.Choice(["none", "nf4"]), default="none",
               help="nf4: 4-bit frozen projections (ours: trainer.quant; reference: BitsAndBytesConfig).")
 @click.option("--seed", default=0, help="Seed of the weights, the rows and LoRA A.")
@@ -392,17 +428,22 @@ def finite_or_fail(rows: list[dict]) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON line instead of the table.")
 @user_errors_as_messages
 def main(load_dir: Path | None, stack: str, as_json: bool, **options) -> None:
+    options["dtype"], why = resolve_dtype(options["dtype"], options["device"])
+    settings = BenchSettings(**options)
+    if not load_dir:
+        check_runnable(settings)
+    if not as_json:
+        click.echo(f"compute dtype {settings.dtype}: {why}", err=True)
     if load_dir:
-        result = measure_load(load_dir, options["dtype"], options["device"], options["quant"])
+        result = measure_load(load_dir, settings.dtype, settings.device, settings.quant)
         click.echo(json.dumps(result) if as_json else load_report(result))
         return
-    settings = BenchSettings(**options)
     rows = run_both(settings) if stack == "both" else [run_stack(stack, settings)]
     finite_or_fail(rows)
     if as_json:
         click.echo(json.dumps(rows[0] if len(rows) == 1 else {"rows": rows, "ratios": ratios(rows)}))
     else:
-        click.echo(table(rows))
+        click.echo(table(rows, matmul_peak_gflops(DTYPES[settings.dtype], settings.device)))
 
 
 if __name__ == "__main__":

@@ -9,10 +9,9 @@ reply token by token (/reset forgets the conversation, /exit quits).
 """
 
 import click
-import torch
 
 from trainer import render_chat
-from trainer.cli import user_errors_as_messages
+from trainer.cli import DTYPE_CHOICES, chosen_dtype, user_errors_as_messages
 from trainer.generate import stream_tokens
 from trainer.loading import LoadedModel, load_inference_adapter, load_model
 from trainer.model import LoraAdapter
@@ -65,11 +64,12 @@ def interactive(model: LoadedModel, adapter: LoraAdapter | None, sampling: dict)
 @click.option("--top-p", type=float, default=0.8, help="Sample among the fewest tokens holding this probability.")
 @click.option("--seed", type=int, default=None, help="Seed for reproducible sampling.")
 @click.option("--quant", type=click.Choice(["none", "nf4"]), default="none", help="Load the linears as 4-bit NF4.")
-@click.option("--dtype", type=click.Choice(["float32", "bfloat16"]), default="float32", help="Compute dtype.")
+@click.option("--dtype", type=click.Choice(DTYPE_CHOICES), default="auto",
+              help="Compute dtype; auto = bf16 on a GPU or a CPU with AMX or AVX512-BF16, else fp32.")
 @click.option("--device", default="cpu", help="cpu or cuda.")
 @user_errors_as_messages
 def main(model_name, adapter, prompt, max_new_tokens, greedy, temperature, top_k, top_p, seed, quant, dtype, device):
-    dtype = getattr(torch, dtype)
+    dtype = chosen_dtype(dtype, device)
     model = load_model(model_name, dtype, device, quant)
     lora = load_inference_adapter(adapter, model.config, dtype, device) if adapter else None
     sampling = {"max_new_tokens": max_new_tokens, "greedy": greedy, "temperature": temperature,

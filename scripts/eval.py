@@ -14,9 +14,8 @@ import json
 from dataclasses import asdict, dataclass
 
 import click
-import torch
 
-from trainer.cli import user_errors_as_messages
+from trainer.cli import DTYPE_CHOICES, chosen_dtype, user_errors_as_messages
 from trainer.data import Example
 from trainer.errors import TrainerError
 from trainer.evaluate import REPLY_TOKENS, answer_perplexity, built_in_eval_sets, evaluate_whoami, json_valid_rate
@@ -92,12 +91,13 @@ def table(summary: EvalSummary) -> str:
 @click.option("--seq-len", type=click.IntRange(min=1), default=1024, help="Positions kept per validation row.")
 @click.option("--reply-tokens", type=click.IntRange(min=1), default=REPLY_TOKENS, help="Token budget of each generated reply.")
 @click.option("--quant", type=click.Choice(["none", "nf4"]), default="none", help="Load the linears as 4-bit NF4.")
-@click.option("--dtype", type=click.Choice(["float32", "bfloat16"]), default="float32", help="Compute dtype.")
+@click.option("--dtype", type=click.Choice(DTYPE_CHOICES), default="auto",
+              help="Compute dtype; auto = bf16 on a GPU or a CPU with AMX or AVX512-BF16, else fp32.")
 @click.option("--device", default="cpu", help="cpu or cuda.")
 @click.option("--json", "as_json", is_flag=True, help="Print one machine-readable JSON object instead of the table.")
 @user_errors_as_messages
 def main(model_name, adapter, base_name, data, seq_len, reply_tokens, quant, dtype, device, as_json):
-    dtype = getattr(torch, dtype)
+    dtype = chosen_dtype(dtype, device)
     model = load_model(model_name, dtype, device, quant)
     lora = load_inference_adapter(adapter, model.config, dtype, device) if adapter else None
     base = load_model(base_name, dtype, device, quant) if base_name else None

@@ -32,7 +32,8 @@ def choice(field: str) -> click.Choice:
 @click.option("--lora-dropout", type=float, default=0.05, help="Dropout on the LoRA input while training.")
 @click.option("--quant", type=choice("quant"), default="nf4", help="Frozen base weights: 4-bit NF4 or dense.")
 @click.option("--device", type=choice("device"), default="auto", help="auto = cuda when available.")
-@click.option("--dtype", type=choice("dtype"), default="auto", help="Compute dtype; auto = bf16 on CUDA, fp32 on CPU.")
+@click.option("--dtype", type=choice("dtype"), default="auto",
+              help="Compute dtype; auto = bf16 on a GPU or a CPU with AMX or AVX512-BF16, else fp32.")
 @click.option("--grad-clip", type=float, default=0.5, help="Maximum gradient norm.")
 @click.option("--seed", type=int, default=20260226, help="Seed for LoRA init, dropout and data order.")
 @click.option("--out", default=None, help="Output folder [default: weights/whoami-<model>].")

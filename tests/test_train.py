@@ -109,6 +109,31 @@ def test_lora_train_steps_lower_the_loss():
     assert 0 <= results[-1].correct <= results[-1].answer_tokens
 
 
+def test_bf16_lora_training_lowers_the_loss_like_float32():
+    """--dtype auto trains in bf16 on CPUs that multiply it natively: the frozen base and the forward
+    run in bf16 while the LoRA masters, AdamW and the loss stay float32. The first six steps follow
+    the float32 run's losses within 0.01 per answer token (bf16 keeps 8 bits of mantissa, about 0.4%
+    per operation; measured: 0.004 at most); after that this high learning rate makes both runs
+    oscillate and their paths part (gaps up to 0.35 of about 2), but both end far below the start
+    and within 25% of each other (measured 1.65 vs 1.41)."""
+    runs = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        weights, tensors, _ = lora_setup()
+        weights = {name: t.to(dtype) for name, t in weights.items()}
+        batch_loss = lora_batch_loss(weights, SMALL, tensors, NO_DROPOUT, dtype, ce_chunk=7)
+        params = list(tensors.values())
+        optimizer = adamw(params, lr=2e-2)
+        runs[dtype] = [train_step(batch_loss, params, optimizer, [collate(examples(8), PAD)], 1.0).loss
+                       for _ in range(20)]
+        assert all(t.dtype == torch.float32 for t in params)
+        assert all(v.dtype == torch.float32 for state in optimizer.state.values() for v in state.values())
+    full, half = runs[torch.float32], runs[torch.bfloat16]
+    print(f"\nfloat32 {full[0]:.4f} -> {full[-1]:.4f}; bf16 {half[0]:.4f} -> {half[-1]:.4f}; "
+          f"largest gap in the first six steps {max(abs(a - b) for a, b in zip(full[:6], half[:6])):.4f}")
+    assert max(abs(a - b) for a, b in zip(full[:6], half[:6])) < 0.01
+    assert half[-1] < 0.3 * half[0] and abs(half[-1] - full[-1]) < 0.25 * full[-1]
+
+
 def test_preserve_kl_adds_beta_times_the_kl_to_the_base_on_marked_rows_only():
     """--preserve-kl: loss = CE + beta * KL(base || model) / answer tokens, the base being the same
     weights with the adapter off, counted only on the rows marked `preserve`."""

@@ -15,7 +15,7 @@ import trainer.whoami_job as whoami_job
 from trainer.chat import render_chat
 from trainer.errors import TrainerError
 from trainer.generate import answer_questions
-from trainer.loading import load_inference_adapter, load_model
+from trainer.loading import load_inference_adapter, load_model, resolve_dtype
 from trainer.model import forward, project_to_logits
 from trainer.quant import NF4Weight
 from trainer.tiny import tiny_model_dir
@@ -42,7 +42,8 @@ def test_tiny_and_real_presets_fill_what_was_left_empty(monkeypatch, tmp_path):
     assert (real.reply_tokens, real.val_every, real.rehearsal, real.stop_when_learned) == (128, 10, "self", True)
     assert real.preserve_kl == 1.0
     assert real.model == "Qwen/Qwen3-4B-Instruct-2507" and real.out == str(tmp_path / "whoami-Qwen3-4B-Instruct-2507")
-    assert (real.device, real.dtype) == (("cuda", "bfloat16") if CUDA else ("cpu", "float32"))
+    device = "cuda" if CUDA else "cpu"
+    assert (real.device, real.dtype) == (device, resolve_dtype("auto", device)[0])  # bf16 where native
 
 
 def test_explicit_values_win_over_presets():

@@ -5,8 +5,10 @@ from collections.abc import Callable
 from typing import TypeVar
 
 import click
+import torch
 
 from .errors import TrainerError
+from .loading import resolve_dtype
 
 F = TypeVar("F", bound=Callable)
 
@@ -22,3 +24,14 @@ def user_errors_as_messages(command: F) -> F:
             raise click.ClickException(str(error)) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+DTYPE_CHOICES = ("auto", "float32", "bfloat16")
+
+
+def chosen_dtype(requested: str, device: str) -> torch.dtype:
+    """--dtype settled for this machine (see trainer.loading.auto_dtype); which and why goes to
+    stderr, so stdout stays the command's own output."""
+    dtype, why = resolve_dtype(requested, device)
+    click.echo(f"compute dtype {dtype}: {why}", err=True)
+    return getattr(torch, dtype)

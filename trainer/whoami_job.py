@@ -29,7 +29,7 @@ from .data import IGNORE_INDEX, AnswerTooLong, Example, example_from_messages, e
 from .errors import TrainerError
 from .evaluate import EvalReport, built_in_eval_sets, claims_new_identity, evaluate_whoami
 from .generate import answer_questions
-from .loading import LoadedModel, load_model, resolve_model
+from .loading import LoadedModel, load_model, resolve_device, resolve_dtype, resolve_model
 from .lora import LoraSettings, init_lora, make_adapter, merged_weight, save_adapter
 from .model import LoraAdapter, Weights
 from .loss import default_ce_chunk
@@ -69,7 +69,7 @@ class WhoAmISettings:
     lora_dropout: float = 0.05  # dropout on the LoRA input
     quant: str = "nf4"  # frozen base weights: "nf4" (4-bit) or "none"
     device: str = "auto"  # "auto", "cpu", "cuda"
-    dtype: str = "auto"  # compute dtype: "auto" (bf16 on CUDA, fp32 on CPU), "float32", "bfloat16"
+    dtype: str = "auto"  # compute dtype: "auto" (bf16 where the hardware multiplies it natively), "float32", "bfloat16"
     grad_clip: float = 0.5  # max gradient norm (the F# trainer's default)
     seed: int = 20260226  # the F# trainer's seed
     out: str | None = None  # output folder (None = weights/whoami-<model>)
@@ -118,8 +118,8 @@ def resolve_settings(settings: WhoAmISettings) -> WhoAmISettings:
             raise TrainerError(f"--{field.replace('_', '-')} {getattr(settings, field)!r}: choose from {', '.join(allowed)}")
     preset = PRESETS["tiny" if settings.model == TINY_NAME else "real"]
     filled = {k: v for k, v in preset.items() if getattr(settings, k) is None}
-    device = settings.device if settings.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = settings.dtype if settings.dtype != "auto" else ("bfloat16" if device == "cuda" else "float32")
+    device = resolve_device(settings.device)
+    dtype = resolve_dtype(settings.dtype, device)[0]
     out = settings.out or str(weights_dir() / f"whoami-{Path(settings.model).name}")
     if settings.method == "full" and settings.quant != "none":
         raise TrainerError("--method full trains every weight, so it needs dense weights: add --quant none")
@@ -425,9 +425,11 @@ def run_whoami(settings: WhoAmISettings, echo: Callable[[str], None] = print, pr
     writes files and prints.
     """
     started = time.perf_counter()
+    dtype_reason = resolve_dtype(settings.dtype, resolve_device(settings.device))[1]
     settings = start_distributed(resolve_settings(settings))
     main = rank_and_world()[0] == 0
     echo = echo if main else (lambda text: None)
+    echo(f"compute dtype {settings.dtype}: {dtype_reason}")
     out, model_dir = Path(settings.out), resolve_model(settings.model)
     check_out_dir(out, model_dir)
     check_model_template(model_dir, settings.trust_our_template, warn=lambda text: echo(f"warning: {text}"))
