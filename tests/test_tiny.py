@@ -93,3 +93,27 @@ def test_the_closed_form_rest_of_the_vocabulary_matches_the_full_softmax(qwen_to
     full = answer_loss(weights["model.embed_tokens.weight"], hidden, full_batch.labels)
     assert STD == 0.02
     assert abs(ours.loss.item() - full.loss.item()) < 2e-3 * full.loss.item(), (ours.loss.item(), full.loss.item())
+
+
+def test_the_first_use_says_what_it_builds_and_where_it_is_cached(tmp_path, monkeypatch, capsys):
+    """The build itself is the world above; here only what a user sees: a line before, a bar fed by
+    every step's record, a line after with the time and the folder, and nothing once it is cached."""
+    import trainer.loading as loading
+
+    folder = tmp_path / "tiny-qwen3"
+    monkeypatch.setattr(loading, "tiny_model_dir", lambda: folder)
+
+    def fake_build(log):
+        for step in range(3):
+            log({"step": step + 1, "loss": 2.0 - step})
+        folder.mkdir()
+        (folder / "config.json").write_text("{}")
+        return folder
+
+    monkeypatch.setattr(loading, "ensure_tiny_model", fake_build)
+    assert loading.resolve_model("tiny") == folder
+    out, err = capsys.readouterr()
+    lines = err.strip().splitlines()
+    assert out == "" and lines[0] == "building the tiny world (first use only): pre-training a 4-layer Qwen3 for 1200 steps"
+    assert lines[-1].startswith("tiny world built in ") and lines[-1].endswith(f" s, cached in {folder}")
+    assert loading.resolve_model("tiny") == folder and capsys.readouterr() == ("", "")

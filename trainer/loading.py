@@ -5,17 +5,20 @@ such as Qwen/Qwen3-4B-Instruct-2507 is downloaded into weights/ first. `--dtype 
 `--device auto` are settled here too, the same way for every command.
 """
 
+import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
-from .config import Qwen3Config, load_config
+from .config import TINY, Qwen3Config, load_config
 from .checkpoint import check_tensors
 from .lora import load_adapter, lora_shapes, make_adapter
 from .model import LoraAdapter, Weights
 from .quant import quant_transform
-from .tiny import TINY_NAME, ensure_tiny_model
+from .tiny import TINY_NAME, WORLD_SETTINGS, ensure_tiny_model, tiny_model_dir
 from .tokenizer import Tokenizer, load_tokenizer
 from .weights import load_weights, resolve_model_dir
 
@@ -67,7 +70,28 @@ class LoadedModel:
 
 def resolve_model(name_or_dir: str) -> Path:
     """"tiny" -> weights/tiny-qwen3 (pre-trained on first use); otherwise a folder or a hub id."""
-    return ensure_tiny_model() if name_or_dir == TINY_NAME else resolve_model_dir(name_or_dir)
+    if name_or_dir != TINY_NAME:
+        return resolve_model_dir(name_or_dir)
+    return tiny_model_dir() if (tiny_model_dir() / "config.json").is_file() else build_tiny_model_visibly()
+
+
+def build_tiny_model_visibly() -> Path:
+    """The first use of "tiny": say what is happening, show a progress bar (steps, loss) on a
+    terminal, and end with one line saying how long it took and where the world is cached. All
+    on stderr, so a command's own output stays clean."""
+    steps = WORLD_SETTINGS.steps
+    print(f"building the tiny world (first use only): pre-training a {TINY.num_hidden_layers}-layer Qwen3 "
+          f"for {steps} steps", file=sys.stderr)
+    started = time.perf_counter()
+    with tqdm(total=steps, desc="tiny world", unit="step", disable=None, file=sys.stderr, dynamic_ncols=True) as bar:
+
+        def show(record: dict) -> None:
+            bar.set_postfix(loss=f"{record['loss']:.3f}", refresh=False)
+            bar.update(1)
+
+        folder = ensure_tiny_model(show)
+    print(f"tiny world built in {time.perf_counter() - started:.0f} s, cached in {folder}", file=sys.stderr)
+    return folder
 
 
 def load_model(name_or_dir: str | Path, dtype: torch.dtype = torch.float32, device: str = "cpu",

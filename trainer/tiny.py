@@ -182,7 +182,7 @@ def write_model_dir(weights: dict[str, torch.Tensor], config: Qwen3Config, token
 
 
 def ensure_tiny_model(log: Callable[[dict], None] = lambda record: None) -> Path:
-    """weights/tiny-qwen3/, pre-trained on first use (about a minute on 2 CPU cores), then reused.
+    """weights/tiny-qwen3/, pre-trained on first use (76 to 116 s on 2 CPU cores), then reused.
 
     Built in a temporary folder and renamed into place, so an interrupted build leaves nothing
     that a later run would mistake for a finished model.
