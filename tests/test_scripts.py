@@ -165,3 +165,26 @@ def test_bench_generate_rejects_a_zero_batch_without_a_traceback():
     result = run_script("bench_generate.py", "--batch-size", "0")
     assert result.returncode == 2 and "Invalid value for '--batch-size'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_the_installed_commands_live_inside_the_package_and_scripts_is_no_package(tmp_path):
+    """pip install -e . installs trainer and trainer.commands only (a top-level "scripts" package would
+    collide with any other of that common name); every console script is a click command there, and
+    the launcher in scripts/ runs that same command."""
+    import importlib
+    import tomllib
+
+    import click
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    assert project["tool"]["setuptools"]["packages"] == ["trainer", "trainer.commands"]
+    assert not (ROOT / "scripts" / "__init__.py").exists()
+    for name, target in project["project"]["scripts"].items():
+        module, function = target.split(":")
+        assert module.startswith("trainer.commands."), name
+        assert isinstance(getattr(importlib.import_module(module), function), click.Command), name
+        launcher = ROOT / "scripts" / f"{module.rsplit('.', 1)[1]}.py"
+        assert f"from {module} import main" in launcher.read_text(encoding="utf-8"), launcher
+    found = subprocess.run([sys.executable, "-c", "import importlib.util as u; print(u.find_spec('scripts'))"],
+                           capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    assert found.stdout.strip() == "None"
