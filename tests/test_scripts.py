@@ -188,3 +188,49 @@ def test_the_installed_commands_live_inside_the_package_and_scripts_is_no_packag
     found = subprocess.run([sys.executable, "-c", "import importlib.util as u; print(u.find_spec('scripts'))"],
                            capture_output=True, text=True, cwd=tmp_path, timeout=60)
     assert found.stdout.strip() == "None"
+
+
+BAD_OPTIONS = [  # (command module, arguments, exit code, what the one line says)
+    ("train_whoami", ["--steps", "0"], 2, "Invalid value for '--steps': 0 is not in the range x>=1."),
+    ("train_whoami", ["--batch-size", "0"], 2, "Invalid value for '--batch-size': 0 is not in the range x>=1."),
+    ("train_whoami", ["--grad-accum", "0"], 2, "Invalid value for '--grad-accum'"),
+    ("train_whoami", ["--lr", "-1"], 2, "Invalid value for '--lr': -1.0 is not in the range x>0."),
+    ("train_whoami", ["--lora-r", "0"], 2, "Invalid value for '--lora-r': 0 is not in the range x>=1."),
+    ("train_whoami", ["--lora-alpha", "0"], 2, "Invalid value for '--lora-alpha'"),
+    ("train_whoami", ["--lora-dropout", "1"], 2, "Invalid value for '--lora-dropout': 1.0 is not in the range 0<=x<1."),
+    ("train_whoami", ["--grad-clip", "0"], 2, "Invalid value for '--grad-clip': 0.0 is not in the range x>0."),
+    ("train_whoami", ["--seq-len", "1"], 2, "Invalid value for '--seq-len'"),
+    ("train_whoami", ["--ce-chunk", "0"], 2, "Invalid value for '--ce-chunk'"),
+    ("train_whoami", ["--save-every", "-1"], 2, "Invalid value for '--save-every'"),
+    ("train_whoami", ["--keep-checkpoints", "-1"], 2, "Invalid value for '--keep-checkpoints'"),
+    ("train_whoami", ["--stop-after", "-1"], 2, "Invalid value for '--stop-after'"),
+    ("train_whoami", ["--max-skips", "0"], 2, "Invalid value for '--max-skips'"),
+    ("train_whoami", ["--preserve-kl", "-1"], 2, "Invalid value for '--preserve-kl'"),
+    ("train_whoami", ["--reply-tokens", "0"], 2, "Invalid value for '--reply-tokens'"),
+    ("train_whoami", ["--model", "../nothere"], 1, "../nothere: not a local directory nor a Hugging Face hub id"),
+    ("chat", ["--max-new-tokens", "-1"], 2, "Invalid value for '--max-new-tokens': -1 is not in the range x>=1."),
+    ("chat", ["--temperature", "0"], 2, "Invalid value for '--temperature'"),
+    ("chat", ["--top-k", "-1"], 2, "Invalid value for '--top-k'"),
+    ("chat", ["--top-p", "0"], 2, "Invalid value for '--top-p'"),
+    ("chat", ["--top-p", "1.5"], 2, "Invalid value for '--top-p'"),
+    ("eval", ["--reply-tokens", "0"], 2, "Invalid value for '--reply-tokens'"),
+]
+NO_GPU = [(command, ["--device", "cuda"], 1, "--device cuda: ") for command in ("train_whoami", "chat", "eval")]
+
+
+@pytest.mark.parametrize(("command", "args", "code", "message"),
+                         BAD_OPTIONS + (NO_GPU if not __import__("torch").cuda.is_available() else []),
+                         ids=lambda value: " ".join(value) if isinstance(value, list) else str(value))
+def test_every_bad_option_is_one_line_before_any_work(command, args, code, message, tmp_path):
+    """No traceback, nothing written: the option is named with its value and what is allowed."""
+    import importlib
+
+    from click.testing import CliRunner
+
+    main = importlib.import_module(f"trainer.commands.{command}").main
+    out = ["--model", "tiny", "--out", str(tmp_path / "out")] if command == "train_whoami" and "--model" not in args else []
+    result = CliRunner().invoke(main, [*out, *args])
+    error = result.output.strip().splitlines()[-1]
+    assert result.exit_code == code, result.output
+    assert message in error and error.startswith("Error: ") and "Traceback" not in result.output
+    assert not (tmp_path / "out").exists()

@@ -35,3 +35,12 @@ def chosen_dtype(requested: str, device: str) -> torch.dtype:
     dtype, why = resolve_dtype(requested, device)
     click.echo(f"compute dtype {dtype}: {why}", err=True)
     return getattr(torch, dtype)
+
+
+# Ranges every command's numeric options are checked against by click before any work (exit 2).
+AT_LEAST_ONE = click.IntRange(min=1)
+ZERO_OR_MORE = click.IntRange(min=0)
+POSITIVE = click.FloatRange(min=0, min_open=True)
+NON_NEGATIVE = click.FloatRange(min=0)
+PROBABILITY_BELOW_ONE = click.FloatRange(min=0, max=1, max_open=True)  # dropout
+SHARE = click.FloatRange(min=0, max=1, min_open=True)  # top-p

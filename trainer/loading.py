@@ -14,6 +14,7 @@ import torch
 from tqdm import tqdm
 
 from .config import TINY, Qwen3Config, load_config
+from .errors import TrainerError
 from .checkpoint import check_tensors
 from .lora import load_adapter, lora_shapes, make_adapter
 from .model import LoraAdapter, Weights
@@ -48,8 +49,14 @@ def auto_dtype(device: str, flags: frozenset[str], cuda_bf16: bool = True) -> tu
 
 
 def resolve_device(requested: str) -> str:
-    """"auto" -> cuda when torch sees a GPU, else cpu; "cpu" and "cuda" as they are."""
-    return requested if requested != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    """"auto" -> cuda when torch sees a GPU, else cpu; "cpu" and "cuda" (or "cuda:N") as they are,
+    but cuda only when torch can use it: said in one line before any work, not as an assertion later."""
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        build = "this torch is a CPU build" if torch.version.cuda is None else "torch sees no CUDA GPU"
+        raise TrainerError(f"--device {requested}: {build}; use --device cpu (or auto)")
+    return requested
 
 
 def resolve_dtype(requested: str, device: str) -> tuple[str, str]:

@@ -33,7 +33,9 @@ INDEX_FILE = "model.safetensors.index.json"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
 # What a hub download fetches: weights, configs, tokenizer and chat template; no pickles.
 HUB_PATTERNS = ["*.safetensors", "*.json", "tokenizer*", "*.txt", "*.jinja"]
-HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
+# owner/name, as the Hub spells them: each part starts with a letter or digit, no ".." or "--" (so
+# "../model" is a missing folder, not a repository).
+HUB_ID = re.compile(r"(?!.*\.\.)(?!.*--)[A-Za-z0-9][\w.-]{0,95}/[A-Za-z0-9][\w.-]{0,95}")
 MAX_NAMES_SHOWN = 20  # per list in a loading error, so a wrong model does not print 400 lines
 
 Transform = Callable[[str, Tensor], object]

@@ -11,9 +11,10 @@ reply token by token (/reset forgets the conversation, /exit quits).
 import click
 
 from .. import render_chat
-from ..cli import DTYPE_CHOICES, chosen_dtype, user_errors_as_messages
+from ..cli import (AT_LEAST_ONE, DTYPE_CHOICES, POSITIVE, SHARE, ZERO_OR_MORE, chosen_dtype,
+                   user_errors_as_messages)
 from ..generate import stream_tokens
-from ..loading import LoadedModel, load_inference_adapter, load_model
+from ..loading import LoadedModel, load_inference_adapter, load_model, resolve_device
 from ..model import LoraAdapter
 
 
@@ -57,11 +58,11 @@ def interactive(model: LoadedModel, adapter: LoraAdapter | None, sampling: dict)
 @click.option("--model", "model_name", default="tiny", help="Model folder (base or OUT/merged), hub id, or `tiny`.")
 @click.option("--adapter", default=None, help="A PEFT LoRA adapter folder (OUT/adapter) to apply on top of --model.")
 @click.option("--prompt", default=None, help="Ask one question and print the reply; without it, chat interactively.")
-@click.option("--max-new-tokens", type=int, default=256, help="Stop after this many new tokens.")
+@click.option("--max-new-tokens", type=AT_LEAST_ONE, default=256, help="Stop after this many new tokens.")
 @click.option("--greedy/--sample", default=True, help="Always take the most likely token, or sample.")
-@click.option("--temperature", type=float, default=0.7, help="Sampling temperature (with --sample).")
-@click.option("--top-k", type=int, default=20, help="Sample among the k most likely tokens (0 = all).")
-@click.option("--top-p", type=float, default=0.8, help="Sample among the fewest tokens holding this probability.")
+@click.option("--temperature", type=POSITIVE, default=0.7, help="Sampling temperature (with --sample).")
+@click.option("--top-k", type=ZERO_OR_MORE, default=20, help="Sample among the k most likely tokens (0 = all).")
+@click.option("--top-p", type=SHARE, default=0.8, help="Sample among the fewest tokens holding this probability.")
 @click.option("--seed", type=int, default=None, help="Seed for reproducible sampling.")
 @click.option("--quant", type=click.Choice(["none", "nf4"]), default="none", help="Load the linears as 4-bit NF4.")
 @click.option("--dtype", type=click.Choice(DTYPE_CHOICES), default="auto",
@@ -69,6 +70,7 @@ def interactive(model: LoadedModel, adapter: LoraAdapter | None, sampling: dict)
 @click.option("--device", default="cpu", help="cpu or cuda.")
 @user_errors_as_messages
 def main(model_name, adapter, prompt, max_new_tokens, greedy, temperature, top_k, top_p, seed, quant, dtype, device):
+    device = resolve_device(device)
     dtype = chosen_dtype(dtype, device)
     model = load_model(model_name, dtype, device, quant)
     lora = load_inference_adapter(adapter, model.config, dtype, device) if adapter else None

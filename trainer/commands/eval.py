@@ -19,7 +19,7 @@ from ..cli import DTYPE_CHOICES, chosen_dtype, user_errors_as_messages
 from ..data import Example
 from ..errors import TrainerError
 from ..evaluate import REPLY_TOKENS, answer_perplexity, built_in_eval_sets, evaluate_whoami, json_valid_rate
-from ..loading import LoadedModel, load_inference_adapter, load_model
+from ..loading import LoadedModel, load_inference_adapter, load_model, resolve_device
 from ..readers import Conversation, PromptTarget, read_samples
 from ..whoami import NEW_IDENTITY
 from ..whoami_job import build_examples
@@ -97,6 +97,7 @@ def table(summary: EvalSummary) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print one machine-readable JSON object instead of the table.")
 @user_errors_as_messages
 def main(model_name, adapter, base_name, data, seq_len, reply_tokens, quant, dtype, device, as_json):
+    device = resolve_device(device)
     dtype = chosen_dtype(dtype, device)
     model = load_model(model_name, dtype, device, quant)
     lora = load_inference_adapter(adapter, model.config, dtype, device) if adapter else None

@@ -9,7 +9,8 @@ come from the model's preset (tiny or real).
 
 import click
 
-from ..cli import user_errors_as_messages
+from ..cli import (AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, PROBABILITY_BELOW_ONE, ZERO_OR_MORE,
+                   user_errors_as_messages)
 from ..whoami_job import CHOICES, DEFAULT_MODEL, WhoAmISettings, run_whoami
 
 
@@ -22,33 +23,33 @@ def choice(field: str) -> click.Choice:
 @click.option("--model", default=DEFAULT_MODEL, help="Hub id, local Qwen3 folder, or `tiny` (offline tiny world).")
 @click.option("--data", default=None, help="TSV (prompt<TAB>target) or JSONL ({\"messages\": [...]}); default: built-in who-am-i set.")
 @click.option("--method", type=choice("method"), default="lora", help="lora: frozen base + adapters; full: train every weight.")
-@click.option("--steps", type=int, default=None, help="Optimizer steps [preset: tiny 100, real 150].")
-@click.option("--lr", type=float, default=None, help="Peak learning rate [preset: tiny 1e-3, real 2e-4].")
-@click.option("--batch-size", type=int, default=None, help="Examples per micro-batch [preset: tiny 16, real 8].")
-@click.option("--grad-accum", type=int, default=None, help="Micro-batches per step [preset: tiny 1, real 2].")
-@click.option("--seq-len", type=int, default=96, help="Positions kept per example (long prompts are cut from the left).")
-@click.option("--lora-r", type=int, default=16, help="LoRA rank.")
-@click.option("--lora-alpha", type=float, default=32.0, help="LoRA alpha: the update is scaled by alpha / r.")
-@click.option("--lora-dropout", type=float, default=0.05, help="Dropout on the LoRA input while training.")
+@click.option("--steps", type=AT_LEAST_ONE, default=None, help="Optimizer steps [preset: tiny 100, real 150].")
+@click.option("--lr", type=POSITIVE, default=None, help="Peak learning rate [preset: tiny 1e-3, real 2e-4].")
+@click.option("--batch-size", type=AT_LEAST_ONE, default=None, help="Examples per micro-batch [preset: tiny 16, real 8].")
+@click.option("--grad-accum", type=AT_LEAST_ONE, default=None, help="Micro-batches per step [preset: tiny 1, real 2].")
+@click.option("--seq-len", type=click.IntRange(min=2), default=96, help="Positions kept per example (long prompts are cut from the left).")
+@click.option("--lora-r", type=AT_LEAST_ONE, default=16, help="LoRA rank.")
+@click.option("--lora-alpha", type=POSITIVE, default=32.0, help="LoRA alpha: the update is scaled by alpha / r.")
+@click.option("--lora-dropout", type=PROBABILITY_BELOW_ONE, default=0.05, help="Dropout on the LoRA input while training.")
 @click.option("--quant", type=choice("quant"), default="nf4", help="Frozen base weights: 4-bit NF4 or dense.")
 @click.option("--device", type=choice("device"), default="auto", help="auto = cuda when available.")
 @click.option("--dtype", type=choice("dtype"), default="auto",
               help="Compute dtype; auto = bf16 on a GPU or a CPU with AMX or AVX512-BF16, else fp32.")
-@click.option("--grad-clip", type=float, default=0.5, help="Maximum gradient norm.")
+@click.option("--grad-clip", type=POSITIVE, default=0.5, help="Maximum gradient norm.")
 @click.option("--seed", type=int, default=20260226, help="Seed for LoRA init, dropout and data order.")
 @click.option("--out", default=None, help="Output folder [default: weights/whoami-<model>].")
 @click.option("--export/--no-export", default=True, help="Write OUT/adapter and OUT/merged.")
 @click.option("--self-test/--no-self-test", default=True, help="Reload the export, ask 你是誰, and evaluate before/after.")
-@click.option("--ce-chunk", type=int, default=None, help="Answer positions per chunk of logits [default: under 256 MiB].")
+@click.option("--ce-chunk", type=AT_LEAST_ONE, default=None, help="Answer positions per chunk of logits [default: under 256 MiB].")
 @click.option("--grad-checkpoint/--no-grad-checkpoint", default=None,
               help="Recompute each layer during backward to save memory [default: on for CUDA, off on CPU].")
 @click.option("--pack/--no-pack", default=False, help="Pack several examples per row up to --seq-len.")
-@click.option("--save-every", type=int, default=0, help="Write OUT/checkpoints/step-N every N steps (0 = never).")
-@click.option("--keep-checkpoints", type=int, default=2, help="How many of the newest checkpoints to keep (0 = keep all).")
+@click.option("--save-every", type=ZERO_OR_MORE, default=0, help="Write OUT/checkpoints/step-N every N steps (0 = never).")
+@click.option("--keep-checkpoints", type=ZERO_OR_MORE, default=2, help="How many of the newest checkpoints to keep (0 = keep all).")
 @click.option("--resume", is_flag=False, flag_value="latest", default=None,
               help="Continue from the newest checkpoint in OUT (`--resume`) or from a given folder (`--resume PATH`).")
-@click.option("--stop-after", type=int, default=0, help="Stop this run after N steps with a checkpoint (0 = never).")
-@click.option("--max-skips", type=int, default=10, help="Give up after this many non-finite steps in a row.")
+@click.option("--stop-after", type=ZERO_OR_MORE, default=0, help="Stop this run after N steps with a checkpoint (0 = never).")
+@click.option("--max-skips", type=AT_LEAST_ONE, default=10, help="Give up after this many non-finite steps in a row.")
 @click.option("--trust-our-template", is_flag=True,
               help="Train even when the model's own chat template renders differently from ours (warns).")
 @click.option("--rehearsal", type=choice("rehearsal"), default=None,
@@ -63,7 +64,7 @@ def choice(field: str) -> click.Choice:
 @click.option("--stop-when-learned/--no-stop-when-learned", default=None,
               help="End training once the validation identity hit is 100% twice in a row "
                    "[default: on with the built-in set, off with --data].")
-@click.option("--preserve-kl", type=float, default=None, metavar="BETA",
+@click.option("--preserve-kl", type=NON_NEGATIVE, default=None, metavar="BETA",
               help="Add BETA x KL(base || model) on rehearsal answers, the base being the same frozen weights with "
                    "the adapter off; 0 = off [preset: tiny 16, real 1; 0 without rehearsal or with --method full].")
 @user_errors_as_messages
