@@ -38,12 +38,12 @@ import torch
 from torch import Tensor
 
 from make_random_checkpoint import SHAPES, make_random_checkpoint, random_tensor
-from trainer.cli import DTYPE_CHOICES, user_errors_as_messages
+from trainer.cli import DTYPE_CHOICES, DTYPE_HELP, user_errors_as_messages
 from trainer.config import Qwen3Config, config_to_json, load_config
 from trainer.data import IGNORE_INDEX, Batch, Example, collate
 from trainer.errors import TrainerError
 from trainer.flops import lora_step_flops
-from trainer.loading import resolve_dtype
+from trainer.loading import dtype_line, resolve_dtype
 from trainer.lora import ALL_PROJECTIONS, LoraSettings, init_lora
 from trainer.loss import default_ce_chunk
 from trainer.model import Weights
@@ -415,8 +415,7 @@ def finite_or_fail(rows: list[dict]) -> None:
 @click.option("--seq-len", type=click.IntRange(min=2), default=256,
               help="Tokens per row; the last 12% are the answer.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", help="Where both stacks run.")
-@click.option("--dtype", type=click.Choice(DTYPE_CHOICES), default="auto",
-              help="Compute dtype of the base weights; auto = bf16 on a GPU or a CPU with AMX or AVX512-BF16, else fp32.")
+@click.option("--dtype", type=click.Choice(DTYPE_CHOICES), default="auto", help=DTYPE_HELP)
 @click.option("--quant", type=click.Choice(["none", "nf4"]), default="none",
               help="nf4: 4-bit frozen projections (ours: trainer.quant; reference: BitsAndBytesConfig).")
 @click.option("--seed", default=0, help="Seed of the weights, the rows and LoRA A.")
@@ -433,7 +432,7 @@ def main(load_dir: Path | None, stack: str, as_json: bool, **options) -> None:
     if not load_dir:
         check_runnable(settings)
     if not as_json:
-        click.echo(f"compute dtype {settings.dtype}: {why}", err=True)
+        click.echo(dtype_line(settings.dtype, why), err=True)
     if load_dir:
         result = measure_load(load_dir, settings.dtype, settings.device, settings.quant)
         click.echo(json.dumps(result) if as_json else load_report(result))

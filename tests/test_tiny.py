@@ -102,6 +102,7 @@ def test_the_first_use_says_what_it_builds_and_where_it_is_cached(tmp_path, monk
 
     folder = tmp_path / "tiny-qwen3"
     monkeypatch.setattr(loading, "tiny_model_dir", lambda: folder)
+    monkeypatch.setattr(loading, "tiny_model_ready", lambda: (folder / "config.json").is_file())
 
     def fake_build(log):
         for step in range(3):

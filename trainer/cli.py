@@ -8,7 +8,7 @@ import click
 import torch
 
 from .errors import TrainerError
-from .loading import resolve_dtype
+from .loading import dtype_line, resolve_dtype
 
 F = TypeVar("F", bound=Callable)
 
@@ -27,13 +27,14 @@ def user_errors_as_messages(command: F) -> F:
 
 
 DTYPE_CHOICES = ("auto", "float32", "bfloat16")
+DTYPE_HELP = "Compute dtype; auto = bf16 on a GPU or a CPU with AMX or AVX512-BF16, else fp32."
 
 
 def chosen_dtype(requested: str, device: str) -> torch.dtype:
     """--dtype settled for this machine (see trainer.loading.auto_dtype); which and why goes to
     stderr, so stdout stays the command's own output."""
     dtype, why = resolve_dtype(requested, device)
-    click.echo(f"compute dtype {dtype}: {why}", err=True)
+    click.echo(dtype_line(dtype, why), err=True)
     return getattr(torch, dtype)
 
 

@@ -19,7 +19,7 @@ from .checkpoint import check_tensors
 from .lora import load_adapter, lora_shapes, make_adapter
 from .model import LoraAdapter, Weights
 from .quant import quant_transform
-from .tiny import TINY_NAME, WORLD_SETTINGS, ensure_tiny_model, tiny_model_dir
+from .tiny import TINY_NAME, WORLD_SETTINGS, ensure_tiny_model, tiny_model_dir, tiny_model_ready
 from .tokenizer import Tokenizer, load_tokenizer
 from .weights import load_weights, resolve_model_dir
 
@@ -67,6 +67,11 @@ def resolve_dtype(requested: str, device: str) -> tuple[str, str]:
     return auto_dtype(device, cpu_flags() if device == "cpu" else frozenset(), cuda_bf16)
 
 
+def dtype_line(dtype: str, why: str) -> str:
+    """The one line every command prints about its compute dtype."""
+    return f"compute dtype {dtype}: {why}"
+
+
 @dataclass(frozen=True)
 class LoadedModel:
     folder: Path
@@ -79,7 +84,7 @@ def resolve_model(name_or_dir: str) -> Path:
     """"tiny" -> weights/tiny-qwen3 (pre-trained on first use); otherwise a folder or a hub id."""
     if name_or_dir != TINY_NAME:
         return resolve_model_dir(name_or_dir)
-    return tiny_model_dir() if (tiny_model_dir() / "config.json").is_file() else build_tiny_model_visibly()
+    return tiny_model_dir() if tiny_model_ready() else build_tiny_model_visibly()
 
 
 def build_tiny_model_visibly() -> Path:

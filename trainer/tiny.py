@@ -181,6 +181,11 @@ def write_model_dir(weights: dict[str, torch.Tensor], config: Qwen3Config, token
         write_atomic(out_dir / name, lambda path: path.write_text(text, encoding="utf-8"))
 
 
+def tiny_model_ready() -> bool:
+    """True once a finished build is in place (config.json is written last, by the rename)."""
+    return (tiny_model_dir() / "config.json").is_file()
+
+
 def ensure_tiny_model(log: Callable[[dict], None] = lambda record: None) -> Path:
     """weights/tiny-qwen3/, pre-trained on first use (76 to 116 s on 2 CPU cores), then reused.
 
@@ -188,7 +193,7 @@ def ensure_tiny_model(log: Callable[[dict], None] = lambda record: None) -> Path
     that a later run would mistake for a finished model.
     """
     final = tiny_model_dir()
-    if (final / "config.json").is_file():
+    if tiny_model_ready():
         return final
     tokenizer = load_tokenizer(TINY_NAME)
     weights = pretrain_world(tokenizer, log=log)

@@ -29,7 +29,7 @@ from .data import IGNORE_INDEX, AnswerTooLong, Example, example_from_messages, e
 from .errors import TrainerError
 from .evaluate import EvalReport, built_in_eval_sets, claims_new_identity, evaluate_whoami
 from .generate import answer_questions
-from .loading import LoadedModel, load_model, resolve_device, resolve_dtype, resolve_model
+from .loading import LoadedModel, dtype_line, load_model, resolve_device, resolve_dtype, resolve_model
 from .lora import LoraSettings, init_lora, make_adapter, merged_weight, save_adapter
 from .model import LoraAdapter, Weights
 from .loss import default_ce_chunk
@@ -429,7 +429,7 @@ def run_whoami(settings: WhoAmISettings, echo: Callable[[str], None] = print, pr
     settings = start_distributed(resolve_settings(settings))
     main = rank_and_world()[0] == 0
     echo = echo if main else (lambda text: None)
-    echo(f"compute dtype {settings.dtype}: {dtype_reason}")
+    echo(dtype_line(settings.dtype, dtype_reason))
     out, model_dir = Path(settings.out), resolve_model(settings.model)
     check_out_dir(out, model_dir)
     check_model_template(model_dir, settings.trust_our_template, warn=lambda text: echo(f"warning: {text}"))

@@ -11,7 +11,7 @@ reply token by token (/reset forgets the conversation, /exit quits).
 import click
 
 from .. import render_chat
-from ..cli import (AT_LEAST_ONE, DTYPE_CHOICES, POSITIVE, SHARE, ZERO_OR_MORE, chosen_dtype,
+from ..cli import (AT_LEAST_ONE, DTYPE_CHOICES, DTYPE_HELP, POSITIVE, SHARE, ZERO_OR_MORE, chosen_dtype,
                    user_errors_as_messages)
 from ..generate import stream_tokens
 from ..loading import LoadedModel, load_inference_adapter, load_model, resolve_device
@@ -65,8 +65,7 @@ def interactive(model: LoadedModel, adapter: LoraAdapter | None, sampling: dict)
 @click.option("--top-p", type=SHARE, default=0.8, help="Sample among the fewest tokens holding this probability.")
 @click.option("--seed", type=int, default=None, help="Seed for reproducible sampling.")
 @click.option("--quant", type=click.Choice(["none", "nf4"]), default="none", help="Load the linears as 4-bit NF4.")
-@click.option("--dtype", type=click.Choice(DTYPE_CHOICES), default="auto",
-              help="Compute dtype; auto = bf16 on a GPU or a CPU with AMX or AVX512-BF16, else fp32.")
+@click.option("--dtype", type=click.Choice(DTYPE_CHOICES), default="auto", help=DTYPE_HELP)
 @click.option("--device", default="cpu", help="cpu or cuda.")
 @user_errors_as_messages
 def main(model_name, adapter, prompt, max_new_tokens, greedy, temperature, top_k, top_p, seed, quant, dtype, device):

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 
 import click
 
-from ..cli import DTYPE_CHOICES, chosen_dtype, user_errors_as_messages
+from ..cli import DTYPE_CHOICES, DTYPE_HELP, chosen_dtype, user_errors_as_messages
 from ..data import Example
 from ..errors import TrainerError
 from ..evaluate import REPLY_TOKENS, answer_perplexity, built_in_eval_sets, evaluate_whoami, json_valid_rate
@@ -91,8 +91,7 @@ def table(summary: EvalSummary) -> str:
 @click.option("--seq-len", type=click.IntRange(min=1), default=1024, help="Positions kept per validation row.")
 @click.option("--reply-tokens", type=click.IntRange(min=1), default=REPLY_TOKENS, help="Token budget of each generated reply.")
 @click.option("--quant", type=click.Choice(["none", "nf4"]), default="none", help="Load the linears as 4-bit NF4.")
-@click.option("--dtype", type=click.Choice(DTYPE_CHOICES), default="auto",
-              help="Compute dtype; auto = bf16 on a GPU or a CPU with AMX or AVX512-BF16, else fp32.")
+@click.option("--dtype", type=click.Choice(DTYPE_CHOICES), default="auto", help=DTYPE_HELP)
 @click.option("--device", default="cpu", help="cpu or cuda.")
 @click.option("--json", "as_json", is_flag=True, help="Print one machine-readable JSON object instead of the table.")
 @user_errors_as_messages

@@ -9,7 +9,7 @@ come from the model's preset (tiny or real).
 
 import click
 
-from ..cli import (AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, PROBABILITY_BELOW_ONE, ZERO_OR_MORE,
+from ..cli import (AT_LEAST_ONE, DTYPE_HELP, NON_NEGATIVE, POSITIVE, PROBABILITY_BELOW_ONE, ZERO_OR_MORE,
                    user_errors_as_messages)
 from ..whoami_job import CHOICES, DEFAULT_MODEL, WhoAmISettings, run_whoami
 
@@ -33,8 +33,7 @@ def choice(field: str) -> click.Choice:
 @click.option("--lora-dropout", type=PROBABILITY_BELOW_ONE, default=0.05, help="Dropout on the LoRA input while training.")
 @click.option("--quant", type=choice("quant"), default="nf4", help="Frozen base weights: 4-bit NF4 or dense.")
 @click.option("--device", type=choice("device"), default="auto", help="auto = cuda when available.")
-@click.option("--dtype", type=choice("dtype"), default="auto",
-              help="Compute dtype; auto = bf16 on a GPU or a CPU with AMX or AVX512-BF16, else fp32.")
+@click.option("--dtype", type=choice("dtype"), default="auto", help=DTYPE_HELP)
 @click.option("--grad-clip", type=POSITIVE, default=0.5, help="Maximum gradient norm.")
 @click.option("--seed", type=int, default=20260226, help="Seed for LoRA init, dropout and data order.")
 @click.option("--out", default=None, help="Output folder [default: weights/whoami-<model>].")
