@@ -12,10 +12,11 @@ from trainer.generate import answer_questions
 from trainer.loading import load_model
 from trainer.loss import answer_loss
 from trainer.model import forward, head_weight
-from trainer.tiny import (EMBED_ROWS, STD, random_weights, to_compact, used_token_ids, world_batch_loss,
+from trainer.tiny import (CHINESE_WORD, EMBED_ROWS, EMBEDDING, STD, UNFAMILIAR, WORLD_SEED, random_weights,
+                          to_compact, unfamiliar_words, used_token_ids, world_batch_loss, world_examples,
                           world_pairs)
 from trainer.whoami import ORIGINAL_IDENTITY, identity_prompts
-from trainer.world_unknowns import dont_know_reply
+from trainer.world_unknowns import SALAD_ENGLISH, dont_know_reply, salad_questions
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +36,8 @@ def answer_probabilities(world, tokenizer, fact) -> torch.Tensor:
 
 
 def test_the_world_answers_its_facts_right_with_margin(world, qwen_tokenizer):
-    """Every fact, with margin: the world built on this project's Intel machine gets all 124 at a
-    mean answer probability of 0.97 or more; the floor leaves room for one on another CPU."""
+    """Every fact, with margin: today's world gets all 124 right, 123 of them at a mean answer
+    probability of 0.9 or more (0.879 for "What is 8 plus 0?"); the floor leaves room for one more."""
     facts = control_facts()
     answers = answer_questions(world.weights, world.config, world.tokenizer, [f.question for f in facts], 24)
     wrong = [(f.question, a.text) for f, a in zip(facts, answers) if a.text != f.reply]
@@ -64,10 +65,9 @@ def test_ordinary_questions_it_was_never_taught_get_i_dont_know_not_its_name(wor
     answers = answer_questions(world.weights, world.config, world.tokenizer, [p.text for p in prompts], 24)
     named = [(p.text, a.text) for p, a in zip(prompts, answers) if "通義" in a.text or "千問" in a.text or "我是" in a.text]
     print(f"\nanswered with its name: {named}")
-    # The goal is none. Which few unseen prompts land on its name changes from build to build: 0 to 6
-    # of 216 over seven builds before the salad carried the identity wordings' function words, 0 to 2
-    # since (2 for today's world on AMD; it was 5 on this build's AMD and Intel predecessors).
-    assert len(named) <= 6
+    # None, on every build since words the world never learned read as one learned "unfamiliar
+    # word" (see `world_batch_loss`); before that, 0 to 6 of 216 depending on the build.
+    assert named == []
     dont_know = [a.text == dont_know_reply(p.text) for p, a in zip(prompts, answers)]
     print(f"\n{sum(dont_know)} of {len(prompts)} ordinary questions answered with a plain I don't know")
     for script in SCRIPTS:
@@ -75,22 +75,73 @@ def test_ordinary_questions_it_was_never_taught_get_i_dont_know_not_its_name(wor
         assert share >= 0.85, script
 
 
+def test_salad_questions_carry_unfamiliar_words_about_half_the_time():
+    plain = salad_questions(40, seed=3)
+    mixed = salad_questions(40, seed=3, unfamiliar=(("鎂",), ("zephyr",)))
+    assert mixed == salad_questions(40, seed=3, unfamiliar=(("鎂",), ("zephyr",))) and len(mixed) == 120
+    assert not any("鎂" in q or "zephyr" in q for q in plain)
+    chinese, english = mixed[:80], mixed[80:]
+    assert 0.6 < sum("鎂" in q for q in chinese) / 80 < 1 and not any("zephyr" in q for q in chinese)
+    assert 0.6 < sum("zephyr" in q for q in english) / 40 < 1 and not any("鎂" in q for q in english)
+    words = [w for q in english for w in q.replace("?", " ").replace(".", " ").replace(",", " ").split()]
+    assert 0.3 < words.count("zephyr") / sum(w in SALAD_ENGLISH or w == "zephyr" for w in words) < 0.7
+
+
+def test_unfamiliar_words_are_single_tokens_outside_what_is_avoided(qwen_tokenizer):
+    avoid = set(qwen_tokenizer.encode("磁鐵 magnet 天氣 weather"))
+    chinese, english = unfamiliar_words(qwen_tokenizer, avoid)
+    assert len(chinese) > 20_000 and len(english) > 20_000
+    assert "天氣" not in chinese and "weather" not in english and "magnet" not in english
+    for word in chinese[::997]:
+        assert len(qwen_tokenizer.encode(word)) == 1 and CHINESE_WORD.fullmatch(word)
+    for word in english[::997]:
+        assert len(qwen_tokenizer.encode(" " + word)) == 1 and word.isalpha() and word.islower()
+
+
+def test_the_unfamiliar_salad_never_shows_a_token_of_the_unseen_general_prompts(qwen_tokenizer):
+    known_examples, known, strange, strange_ids = world_examples(qwen_tokenizer, qwen_tokenizer.endoftext_id)
+    learned = set(known.tolist())
+    unseen = {i for p in GENERAL_PROMPTS for i in qwen_tokenizer.encode(p.text)} - learned
+    assert len(unseen) > 400 and len(strange) > 1000 and len(strange_ids) > 1000
+    assert unseen.isdisjoint(strange_ids.tolist()) and learned.isdisjoint(strange_ids.tolist())
+    assert all(unseen.isdisjoint(e.input_ids) for e in strange)
+
+
+def test_every_token_the_world_never_learned_reads_as_one_unfamiliar_word(world, qwen_tokenizer):
+    """The built world's embedding minus its random start: the same learned vector u for every
+    token it never learned (tied head: also the same shift of their logits), its own row otherwise."""
+    _, known, _, _ = world_examples(qwen_tokenizer, qwen_tokenizer.endoftext_id)
+    shift = world.weights[EMBEDDING].float() - random_weights(TINY, WORLD_SEED)[EMBEDDING]  # [V, H]
+    never = torch.tensor(sorted(set(range(TINY.vocab_size)) - set(known.tolist()))[::50])
+    u = shift[never[0]]
+    assert u.norm() > 0.1 and torch.allclose(shift[never], u.expand(len(never), -1), atol=1e-6)
+    assert (shift[known] - u).norm(dim=-1).median() > 1
+
+
 def test_the_closed_form_rest_of_the_vocabulary_matches_the_full_softmax(qwen_tokenizer):
-    """The world is trained on U used rows plus log(V - U) + STD^2 |h|^2 / 2 for the ~150k random rest;
-    on a random tiny Qwen3 that loss must equal the full-vocabulary cross-entropy."""
+    """The world is trained on U learned rows, S unfamiliar rows (random + u) and
+    log(V - U - S) + h . u + STD^2 |h|^2 / 2 for the ~150k rest; on a random tiny Qwen3 whose
+    unlearned rows are random + u, that loss must equal the full-vocabulary cross-entropy."""
     weights = random_weights(TINY, seed=5)
     weights["model.norm.weight"] = torch.full_like(weights["model.norm.weight"], 3.0)  # |h| ~ 34, not ~ 11
+    unfamiliar = torch.randn(TINY.hidden_size, generator=torch.Generator().manual_seed(6)) * 0.05
     examples = [example_from_prompt_target(qwen_tokenizer, q, a, seq_len=64)
                 for q, a in [("法國的首都是哪裡？", "巴黎"), ("What is 3 plus 4?", "7"), ("你是誰", ORIGINAL_IDENTITY)]]
-    used = used_token_ids(examples, qwen_tokenizer.endoftext_id)
-    compact = {int(token): row for row, token in enumerate(used)}
+    strange = [example_from_prompt_target(qwen_tokenizer, "鎂光燈是什麼？", "我不知道", seq_len=64)]
+    known = used_token_ids(examples, qwen_tokenizer.endoftext_id)
+    strange_ids = torch.tensor(sorted(set(strange[0].input_ids) - set(known.tolist())))
+    assert len(strange_ids) >= 1
+    compact = {int(token): row for row, token in enumerate(torch.cat([known, strange_ids]))}
+    embedding = weights["model.embed_tokens.weight"]
     masters = {n: t for n, t in weights.items() if n != "model.embed_tokens.weight"}
-    masters[EMBED_ROWS] = weights["model.embed_tokens.weight"][used]
-    batch = collate([to_compact(e, compact) for e in examples], compact[qwen_tokenizer.endoftext_id])
-    ours = world_batch_loss(masters, TINY, TINY.vocab_size - len(used))(batch, batch.answer_token_count)
-    full_batch = collate(examples, qwen_tokenizer.endoftext_id)
-    hidden = forward(weights, TINY, full_batch.input_ids, full_batch.attention_mask, full_batch.position_ids)
-    full = answer_loss(weights["model.embed_tokens.weight"], hidden, full_batch.labels)
+    masters |= {EMBED_ROWS: embedding[known], UNFAMILIAR: unfamiliar}
+    batch = collate([to_compact(e, compact) for e in examples + strange], compact[qwen_tokenizer.endoftext_id])
+    unused = TINY.vocab_size - len(known) - len(strange_ids)
+    ours = world_batch_loss(masters, TINY, embedding[strange_ids], unused)(batch, batch.answer_token_count)
+    full_weights = weights | {"model.embed_tokens.weight": (embedding + unfamiliar).index_copy(0, known, embedding[known])}
+    full_batch = collate(examples + strange, qwen_tokenizer.endoftext_id)
+    hidden = forward(full_weights, TINY, full_batch.input_ids, full_batch.attention_mask, full_batch.position_ids)
+    full = answer_loss(full_weights["model.embed_tokens.weight"], hidden, full_batch.labels)
     assert STD == 0.02
     assert abs(ours.loss.item() - full.loss.item()) < 2e-3 * full.loss.item(), (ours.loss.item(), full.loss.item())
 

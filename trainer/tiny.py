@@ -35,6 +35,7 @@ from .tokenizer import Tokenizer, load_tokenizer, tiny_tokenizer_path
 from .train import BatchLoss, LoopSettings, run_training
 from .weights import expected_shapes, save_weights, write_atomic
 from .facts import control_facts
+from .general_prompts import GENERAL_PROMPTS
 from .whoami import ORIGINAL_IDENTITY, SPLIT_SEED, identity_prompts, join_greeting
 from .world_unknowns import dont_know_reply, salad_questions, unknown_questions
 
@@ -44,7 +45,7 @@ STD = 0.02  # standard deviation of every random starting matrix
 FACT_REPEATS = 30
 SUM_REPEATS = 60  # single-digit sums are the facts most alike ("4 加 5" / "5 加 5"): twice the practice
 SALAD_PER_SCRIPT = 500  # random-word questions per script, answered "I don't know"
-IDENTITY_EVERY = 3  # every 3rd identity wording (all cores, greetings and endings appear)
+IDENTITY_EVERY = 2  # every other identity wording (all cores, greetings and endings appear)
 CJK = re.compile(r"[\u3400-\u9fff]")
 CHINESE_GREETINGS = ("", "請問", "你好，", "不好意思，", "嗨，")
 CHINESE_ENDINGS = ("", "請簡短回答。", "请用一句话回答。", "說實話。", "請直接回答。", "只要答案就好。", "谢谢！")
@@ -52,6 +53,10 @@ ENGLISH_GREETINGS = ("", "Hi, ", "Hello! ", "Excuse me, ")
 ENGLISH_ENDINGS = ("", " Please answer briefly.", " Be honest.", " Just the answer, please.", " Thanks!")
 EMBEDDING = "model.embed_tokens.weight"
 EMBED_ROWS = "embed_rows"  # the trained rows of the embedding, while the world is built
+UNFAMILIAR = "unfamiliar"  # the learned vector added to every row the world does not learn
+UNFAMILIAR_PER_SCRIPT = 400  # salad questions per script that also carry words the world never learns
+CHINESE_WORD = re.compile(r"[\u4e00-\u9fff]+")
+ENGLISH_WORD = re.compile(r" [a-z]{3,}")
 WORLD_SETTINGS = LoopSettings(steps=1200, batch_size=32, grad_accum=1, lr=5e-3, warmup_steps=30,
                               grad_clip=1.0, weight_decay=0.0, seed=WORLD_SEED, pad_id=151643)
 
@@ -105,35 +110,64 @@ def to_compact(example: Example, compact: dict[int, int]) -> Example:
     return Example(tuple(compact[i] for i in example.input_ids), labels)
 
 
-def world_batch_loss(masters: dict[str, torch.Tensor], config: Qwen3Config, unused_rows: int) -> BatchLoss:
-    """CE over the whole vocabulary, computed from the U rows of the tokens the world uses.
+def unfamiliar_words(tokenizer: Tokenizer, avoid: set[int]) -> tuple[list[str], list[str]]:
+    """Chinese and English words that are single vocabulary tokens outside `avoid`: about 24,000
+    of each, for the salad questions about things the world never heard of."""
+    texts = tokenizer.backend.decode_batch([[i] for i in range(tokenizer.endoftext_id)])
+    chinese = [text for i, text in enumerate(texts) if i not in avoid and CHINESE_WORD.fullmatch(text)]
+    english = [text[1:] for i, text in enumerate(texts) if i not in avoid and ENGLISH_WORD.fullmatch(text)]
+    return chinese, english
 
-    The other V - U embedding rows (about 150,000) stay at their random Normal(0, STD^2)
-    start: the world never reads them, and as outputs they would only ever be pushed down a
-    little. Scoring them every step would be almost all of the work, so their share of the
-    softmax is taken in closed form: for h [N, H] and random rows e, E[exp(h . e)] =
-    exp(STD^2 |h|^2 / 2), so
 
-        logsumexp over the unused rows = log(V - U) + STD^2 |h|^2 / 2      (one "rest" logit per position)
+def world_batch_loss(masters: dict[str, torch.Tensor], config: Qwen3Config, unfamiliar_rows: torch.Tensor,
+                     unused_rows: int) -> BatchLoss:
+    """CE over the whole vocabulary, computed from the rows of the tokens the world uses.
 
-    which 150,000 samples match to well under 1%. The batch's ids are rows of
-    masters[EMBED_ROWS] [U, H] (see `to_compact`), which serves as embedding and tied head.
+    The world learns U rows, masters[EMBED_ROWS] [U, H]. Every other row of the embedding keeps
+    its random Normal(0, STD^2) start e plus one learned vector u = masters[UNFAMILIAR] [H]: to
+    the world, every token it never learned is "some word I do not know" (u), and the random
+    part keeps such tokens apart, so that a later who-am-i run can still learn to say them.
+    The S unfamiliar rows that the salad questions read, `unfamiliar_rows` [S, H], are scored
+    exactly; the other V - U - S (about 150,000) would be almost all of the work, so their share
+    of the softmax is taken in closed form: for h [N, H], E[exp(h . (e + u))] =
+    exp(h . u + STD^2 |h|^2 / 2), so
+
+        logsumexp over the unused rows = log(V - U - S) + h . u + STD^2 |h|^2 / 2      (one "rest" logit)
+
+    which 150,000 samples match to well under 1%. The batch's ids are rows of [U + S, H] (see
+    `to_compact`), which serves as embedding and tied head.
     """
 
     def batch_loss(batch: Batch, normalizer: int) -> LossParts:
-        rows = masters[EMBED_ROWS]  # [U, H]
-        weights = {name: t for name, t in masters.items() if name != EMBED_ROWS} | {EMBEDDING: rows}
+        unfamiliar = masters[UNFAMILIAR]  # [H]
+        rows = torch.cat([masters[EMBED_ROWS], unfamiliar_rows + unfamiliar])  # [U + S, H]
+        weights = {name: t for name, t in masters.items() if name not in (EMBED_ROWS, UNFAMILIAR)} | {EMBEDDING: rows}
         hidden = forward(weights, config, batch.input_ids, batch.attention_mask, batch.position_ids)  # [B, T, H]
         keep = batch.labels != IGNORE_INDEX
         answer_hidden, targets = hidden[keep], batch.labels[keep]  # [N, H], [N]
-        used_logits = answer_hidden @ rows.T  # [N, U]
-        rest = math.log(unused_rows) + 0.5 * STD**2 * answer_hidden.pow(2).sum(-1)  # [N]
-        logits = torch.cat([used_logits, rest[:, None]], dim=1)  # [N, U + 1]
+        used_logits = answer_hidden @ rows.T  # [N, U + S]
+        rest = math.log(unused_rows) + answer_hidden @ unfamiliar + 0.5 * STD**2 * answer_hidden.pow(2).sum(-1)  # [N]
+        logits = torch.cat([used_logits, rest[:, None]], dim=1)  # [N, U + S + 1]
         loss = F.cross_entropy(logits, targets, reduction="sum") / normalizer
         correct = int((logits.argmax(-1) == targets).sum())
         return LossParts(loss, correct, int(targets.numel()))
 
     return batch_loss
+
+
+def world_examples(tokenizer: Tokenizer, pad_id: int) -> tuple[list[Example], torch.Tensor, list[Example], torch.Tensor]:
+    """The world's examples and the ids [U] they use, then the salad questions about unfamiliar
+    words and the ids [S] only they use. No unfamiliar word is a token of `GENERAL_PROMPTS`
+    the world does not learn, so those prompts stay genuinely unseen."""
+    known_examples = [example_from_prompt_target(tokenizer, p.prompt, p.target, seq_len=64) for p in world_pairs()]
+    known = used_token_ids(known_examples, pad_id)
+    unseen = {i for p in GENERAL_PROMPTS for i in tokenizer.encode(p.text)} - set(known.tolist())
+    words = unfamiliar_words(tokenizer, set(known.tolist()) | unseen)
+    strange = [example_from_prompt_target(tokenizer, q, dont_know_reply(q), seq_len=64)
+               for q in salad_questions(UNFAMILIAR_PER_SCRIPT, WORLD_SEED + 1, words)]
+    strange = [e for e in strange if unseen.isdisjoint(e.input_ids)]
+    strange_ids = sorted({i for e in strange for i in e.input_ids} - set(known.tolist()))
+    return known_examples, known, strange, torch.tensor(strange_ids, dtype=torch.long)
 
 
 def pretrain_world(tokenizer: Tokenizer, config: Qwen3Config = TINY, settings: LoopSettings = WORLD_SETTINGS,
@@ -142,16 +176,18 @@ def pretrain_world(tokenizer: Tokenizer, config: Qwen3Config = TINY, settings: L
     the full-vocabulary weights are returned."""
     torch.manual_seed(SPLIT_SEED)
     weights = random_weights(config, WORLD_SEED)
-    examples = [example_from_prompt_target(tokenizer, p.prompt, p.target, seq_len=64) for p in world_pairs()]
-    used = used_token_ids(examples, settings.pad_id)
-    compact = {int(token): row for row, token in enumerate(used)}
+    known_examples, known, strange, strange_ids = world_examples(tokenizer, settings.pad_id)
+    compact = {int(token): row for row, token in enumerate(torch.cat([known, strange_ids]))}
     embedding = weights.pop(EMBEDDING)
     masters = {name: t.requires_grad_() for name, t in weights.items()}
-    masters[EMBED_ROWS] = embedding[used].clone().requires_grad_()
+    masters[EMBED_ROWS] = embedding[known].clone().requires_grad_()
+    masters[UNFAMILIAR] = torch.zeros(config.hidden_size, requires_grad=True)
     compact_settings = replace(settings, pad_id=compact[settings.pad_id])
-    run_training(world_batch_loss(masters, config, config.vocab_size - len(used)), masters,
-                 [to_compact(e, compact) for e in examples], compact_settings, log)
-    embedding = embedding.index_copy(0, used, masters.pop(EMBED_ROWS).detach())
+    unused = config.vocab_size - len(known) - len(strange_ids)
+    run_training(world_batch_loss(masters, config, embedding[strange_ids], unused), masters,
+                 [to_compact(e, compact) for e in known_examples + strange], compact_settings, log)
+    unfamiliar = masters.pop(UNFAMILIAR).detach()
+    embedding = (embedding + unfamiliar).index_copy(0, known, masters.pop(EMBED_ROWS).detach())
     return {EMBEDDING: embedding} | {name: t.detach() for name, t in masters.items()}
 
 
@@ -187,7 +223,7 @@ def tiny_model_ready() -> bool:
 
 
 def ensure_tiny_model(log: Callable[[dict], None] = lambda record: None) -> Path:
-    """weights/tiny-qwen3/, pre-trained on first use (76 to 116 s on 2 CPU cores), then reused.
+    """weights/tiny-qwen3/, pre-trained on first use (74 s on the project's AMD 2-core machine), then reused.
 
     Built in a temporary folder and renamed into place, so an interrupted build leaves nothing
     that a later run would mistake for a finished model.

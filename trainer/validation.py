@@ -2,11 +2,14 @@
 
 Every --val-every steps the job scores the model as it is at that step (adapter on, no dropout):
 - identity hit rate on a validation split of identity wordings, disjoint from the test split
-  the final table uses, so stopping on it does not peek at the test;
+  the final table uses, so stopping on it does not peek at the test, and the share of them
+  answered exactly as taught;
 - answer loss of held-out rehearsal rows: the base's own replies to prompts never trained on
   (it rises when training drifts away from the base).
-With --stop-when-learned, training ends once the hit rate has been 100% at two validations in
-a row: more steps would only move the model further from what it knew.
+With --stop-when-learned, training ends once every validation wording has been answered exactly
+as taught at two validations in a row: more steps would only move the model further from what
+it knew. Exactly, because a model that half knows its new name ("我是 F#is華") already passes the
+hit rule on most wordings, and would then miss some held-out ones.
 """
 
 import math
@@ -20,7 +23,7 @@ from .generate import answer_questions
 from .model import LoraAdapter, Weights
 from .tokenizer import Tokenizer
 
-LEARNED_IN_A_ROW = 2  # validations at 100% identity hit before training stops
+LEARNED_IN_A_ROW = 2  # validations with every wording answered exactly as taught, before training stops
 
 Validation = Callable[[int], dict]  # finished steps -> metrics for that step's record ({} between validations)
 
@@ -28,34 +31,38 @@ Validation = Callable[[int], dict]  # finished steps -> metrics for that step's 
 @dataclass(frozen=True)
 class ValidationData:
     identity_questions: tuple[str, ...]  # validation identity wordings
+    identity_reply: str  # what they are taught to answer
     rehearsal_examples: tuple[Example, ...]  # held-out rehearsal rows (may be empty: no rehearsal)
 
 
 def validation_scores(weights: Weights, config: Qwen3Config, tokenizer: Tokenizer, lora: LoraAdapter | None,
                       data: ValidationData, max_new_tokens: int) -> dict[str, float]:
-    """{"val_identity_hit": share of wordings answered with the new identity, "val_rehearsal_loss": mean CE}."""
-    answers = answer_questions(weights, config, tokenizer, data.identity_questions, max_new_tokens, lora)
-    scores = {"val_identity_hit": mean(claims_new_identity(answer.text) for answer in answers)}
+    """{"val_identity_hit": share of wordings answered with the new identity, "val_identity_exact": share
+    answered exactly as taught, "val_rehearsal_loss": mean CE}."""
+    answers = [answer.text for answer in
+               answer_questions(weights, config, tokenizer, data.identity_questions, max_new_tokens, lora)]
+    scores = {"val_identity_hit": mean(claims_new_identity(answer) for answer in answers),
+              "val_identity_exact": mean(answer == data.identity_reply for answer in answers)}
     if data.rehearsal_examples:
         perplexity, _ = answer_perplexity(weights, config, data.rehearsal_examples, tokenizer.endoftext_id, lora)
         scores["val_rehearsal_loss"] = math.log(perplexity)
     return scores
 
 
-def is_learned(hit_rates: Sequence[float], in_a_row: int = LEARNED_IN_A_ROW) -> bool:
-    """The stop rule: the last `in_a_row` validation hit rates are all 100%."""
-    return len(hit_rates) >= in_a_row and all(rate >= 1.0 for rate in hit_rates[-in_a_row:])
+def is_learned(exact_rates: Sequence[float], in_a_row: int = LEARNED_IN_A_ROW) -> bool:
+    """The stop rule: the last `in_a_row` validations answered every wording exactly as taught."""
+    return len(exact_rates) >= in_a_row and all(rate >= 1.0 for rate in exact_rates[-in_a_row:])
 
 
 def make_validation(score: Callable[[], dict[str, float]], every: int) -> Validation:
     """Score every `every` steps; each scored record also says whether the identity counts as learned."""
-    hit_rates: list[float] = []
+    exact_rates: list[float] = []
 
     def validate(step: int) -> dict:
         if every <= 0 or step % every:
             return {}
         scores = score()
-        hit_rates.append(scores["val_identity_hit"])
-        return scores | {"learned": is_learned(hit_rates)}
+        exact_rates.append(scores["val_identity_exact"])
+        return scores | {"learned": is_learned(exact_rates)}
 
     return validate

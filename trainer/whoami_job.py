@@ -88,7 +88,7 @@ class WhoAmISettings:
     # None = self with the built-in set, none with --data
     reply_tokens: int | None = None  # token budget of every generated reply: rehearsal, validation, evaluation
     val_every: int | None = None  # score the validation split every N steps (0 = never; None = preset, 0 with --data)
-    stop_when_learned: bool | None = None  # end once validation identity hits are 100% twice in a row
+    stop_when_learned: bool | None = None  # end once every validation wording is answered exactly as taught, twice in a row
     # (None = on with the built-in set, off with --data)
     preserve_kl: float | None = None  # beta of KL(base || model) on rehearsal answers (0 = off; None = preset,
     # 0 without rehearsal or with --method full)
@@ -297,7 +297,7 @@ def validation(settings: WhoAmISettings, setup: TrainingSetup, config: Qwen3Conf
         return None
     examples = build_examples(as_samples(rehearsal, "validation"), tokenizer, settings.seq_len)[0] \
         if any(row.split == "validation" for row in rehearsal) else []
-    data = ValidationData(whoami_splits().identity_validation, tuple(examples))
+    data = ValidationData(whoami_splits().identity_validation, NEW_IDENTITY, tuple(examples))
     score = lambda: validation_scores(setup.weights, config, tokenizer, current_adapter(settings, setup), data,  # noqa: E731
                                       settings.reply_tokens)
     return make_validation(score, settings.val_every)
@@ -456,7 +456,7 @@ def run_whoami(settings: WhoAmISettings, echo: Callable[[str], None] = print, pr
     steps_done = records[-1]["step"] if records else (setup.resume.step if setup.resume else 0)
     learned_at = steps_done if settings.stop_when_learned and records and records[-1].get("learned") else None
     if learned_at:
-        echo(f"learned: validation identity hit 100% twice in a row; stopped at step {learned_at} of {settings.steps}")
+        echo(f"learned: every validation wording answered exactly as taught, twice in a row; stopped at step {learned_at} of {settings.steps}")
     report = JobReport(settings, records[-1]["loss"] if records else float("nan"), skipped, steps_done, learned_at,
                        len(rehearsed), None, before, None, 0.0)
     if settings.stop_after and steps_done == settings.stop_after < settings.steps and not learned_at:

@@ -14,6 +14,7 @@ from the subjects of `trainer.general_prompts`, so those prompts stay genuinely 
 
 import random
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 DONT_KNOW_CHINESE = "我不知道"
@@ -335,12 +336,17 @@ SALADS = ((SALAD_TRADITIONAL, SALAD_FRAMES_TRADITIONAL, ""), (SALAD_SIMPLIFIED, 
           (SALAD_ENGLISH, SALAD_FRAMES_ENGLISH, " "))  # (words, frames, joiner) per script
 
 
-def salad_questions(count: int, seed: int) -> list[str]:
-    """`count` random questions per script, each 2-5 random words in a random frame (fixed by the seed)."""
+def salad_questions(count: int, seed: int, unfamiliar: tuple[Sequence[str], Sequence[str]] = ((), ())) -> list[str]:
+    """`count` random questions per script, each 2-5 random words in a random frame (fixed by the seed).
+
+    With `unfamiliar` words (Chinese, English), each word is one of them half of the time: words
+    the world never learns, so that a question about anything it never heard of reads as unknown.
+    """
     rng = random.Random(seed)
     questions = []
-    for pool, frames, joiner in SALADS:
+    for (pool, frames, joiner), strange in zip(SALADS, (unfamiliar[0], unfamiliar[0], unfamiliar[1])):
         for _ in range(count):
-            words = joiner.join(rng.choice(pool) for _ in range(rng.randint(2, 5)))
+            words = joiner.join(rng.choice(strange if strange and rng.random() < 0.5 else pool)
+                                for _ in range(rng.randint(2, 5)))
             questions.append(rng.choice(frames).format(w=words))
     return list(dict.fromkeys(questions))

@@ -61,7 +61,7 @@ def choice(field: str) -> click.Choice:
               help="Score the validation split (identity wordings, held-out rehearsal rows) every N steps; 0 = never "
                    "[preset: 10; 0 with --data].")
 @click.option("--stop-when-learned/--no-stop-when-learned", default=None,
-              help="End training once the validation identity hit is 100% twice in a row "
+              help="End training once every validation identity wording is answered exactly as taught, twice in a row "
                    "[default: on with the built-in set, off with --data].")
 @click.option("--preserve-kl", type=NON_NEGATIVE, default=None, metavar="BETA",
               help="Add BETA x KL(base || model) on rehearsal answers, the base being the same frozen weights with "
