@@ -214,6 +214,11 @@ BAD_OPTIONS = [  # (command module, arguments, exit code, what the one line says
     ("chat", ["--top-p", "0"], 2, "Invalid value for '--top-p'"),
     ("chat", ["--top-p", "1.5"], 2, "Invalid value for '--top-p'"),
     ("eval", ["--reply-tokens", "0"], 2, "Invalid value for '--reply-tokens'"),
+    ("train_whoami", ["--gguf", "q4"], 2, "Invalid value for '--gguf': 'q4' is not one of 'f32', 'f16', 'bf16', 'q8_0'."),
+    ("train_whoami", ["--gguf", "f16", "--no-export"], 1, "--gguf converts OUT/merged, and --no-export writes none"),
+    ("export_gguf", ["weights/nothere"], 2, "Invalid value for 'MODEL_DIR'"),
+    ("export_gguf", [".", "--type", "q4"], 2, "Invalid value for '--type'"),
+    ("export_gguf", [".", "--out", "model.bin"], 2, "model.bin: expected a file name ending in .gguf"),
 ]
 NO_GPU = [(command, ["--device", "cuda"], 1, "--device cuda: ") for command in ("train_whoami", "chat", "eval")]
 

@@ -206,10 +206,14 @@ def plan_shards(weights: dict[str, Tensor], max_shard_bytes: int) -> list[list[s
 
 
 def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    """Call write(temp path) beside `path`, then rename over it, so a reader never sees half a file."""
+    """Call write(temp path) beside `path`, then rename over it, so a reader never sees half a file
+    (and a write that fails, a full disk say, leaves no temporary file behind)."""
     temp = path.with_name(f".{path.name}.tmp")
-    write(temp)
-    os.replace(temp, path)
+    try:
+        write(temp)
+        os.replace(temp, path)
+    finally:
+        temp.unlink(missing_ok=True)
 
 
 def replace_dir(final: Path, build: Callable[[Path], None]) -> None:

@@ -29,6 +29,7 @@ from .data import IGNORE_INDEX, AnswerTooLong, Example, example_from_messages, e
 from .errors import TrainerError
 from .evaluate import EvalReport, built_in_eval_sets, claims_new_identity, evaluate_whoami
 from .generate import answer_questions
+from .gguf_export import GGUF_TYPES, gguf_file_name, require_gguf, write_gguf, write_modelfile
 from .loading import LoadedModel, dtype_line, load_model, resolve_device, resolve_dtype, resolve_model
 from .lora import LoraSettings, init_lora, make_adapter, merged_weight, save_adapter
 from .model import LoraAdapter, Weights
@@ -92,6 +93,7 @@ class WhoAmISettings:
     # (None = on with the built-in set, off with --data)
     preserve_kl: float | None = None  # beta of KL(base || model) on rehearsal answers (0 = off; None = preset,
     # 0 without rehearsal or with --method full)
+    gguf: str | None = None  # also write OUT/gguf/<OUT name>-<type>.gguf from OUT/merged (f32, f16, bf16, q8_0)
 
 
 # Presets for what the user left at None: the tiny world learns fast, the real model follows the SFT guide.
@@ -121,6 +123,12 @@ def resolve_settings(settings: WhoAmISettings) -> WhoAmISettings:
     device = resolve_device(settings.device)
     dtype = resolve_dtype(settings.dtype, device)[0]
     out = settings.out or str(weights_dir() / f"whoami-{Path(settings.model).name}")
+    if settings.gguf is not None:
+        if settings.gguf not in GGUF_TYPES:
+            raise TrainerError(f"--gguf {settings.gguf!r}: choose from {', '.join(GGUF_TYPES)}")
+        if not settings.export:
+            raise TrainerError("--gguf converts OUT/merged, and --no-export writes none: drop one of them")
+        require_gguf()
     if settings.method == "full" and settings.quant != "none":
         raise TrainerError("--method full trains every weight, so it needs dense weights: add --quant none")
     if settings.preserve_kl is not None and settings.preserve_kl < 0:
@@ -473,6 +481,9 @@ def export_and_check(settings: WhoAmISettings, model_dir: Path, config: Qwen3Con
     """Export, then (unless --no-self-test) reload the export for the before/after table and the self-test."""
     export(settings, model_dir, config, learned, out)
     echo(f"exported {out / 'merged'}" + (f" and {out / 'adapter'}" if settings.method == "lora" else ""))
+    if settings.gguf:
+        written = write_gguf(out / "merged", out / "gguf" / gguf_file_name(out.name, settings.gguf), settings.gguf)
+        echo(f"exported {written} and {write_modelfile(written)}")
     if not settings.self_test:
         return report
     merged = load_dense(out / "merged", settings)

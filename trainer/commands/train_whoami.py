@@ -11,6 +11,7 @@ import click
 
 from ..cli import (AT_LEAST_ONE, DTYPE_HELP, NON_NEGATIVE, POSITIVE, PROBABILITY_BELOW_ONE, ZERO_OR_MORE,
                    user_errors_as_messages)
+from ..gguf_export import GGUF_TYPES
 from ..whoami_job import CHOICES, DEFAULT_MODEL, WhoAmISettings, run_whoami
 
 
@@ -66,6 +67,9 @@ def choice(field: str) -> click.Choice:
 @click.option("--preserve-kl", type=NON_NEGATIVE, default=None, metavar="BETA",
               help="Add BETA x KL(base || model) on rehearsal answers, the base being the same frozen weights with "
                    "the adapter off; 0 = off [preset: tiny 16, real 1; 0 without rehearsal or with --method full].")
+@click.option("--gguf", type=click.Choice(GGUF_TYPES), default=None, metavar="TYPE",
+              help="Also write OUT/gguf/<OUT name>-TYPE.gguf (f32, f16, bf16, q8_0) and an Ollama Modelfile, "
+                   "for llama.cpp; needs pip install -e \".[gguf]\".")
 @user_errors_as_messages
 def main(**options) -> None:
     run_whoami(WhoAmISettings(**options), echo=click.echo)
