@@ -163,6 +163,16 @@ def test_a_failed_export_leaves_no_file_behind(tmp_path, world_dir, monkeypatch)
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_folder_without_its_tokenizer_is_one_line_and_writes_nothing(tmp_path, world_dir):
+    folder = tmp_path / "no-tokenizer"
+    folder.mkdir()
+    for name in ("config.json", "model.safetensors", "tokenizer_config.json"):
+        (folder / name).symlink_to(world_dir / name)
+    with pytest.raises(TrainerError, match=r"no-tokenizer: no tokenizer\.json \(a GGUF file carries the tokenizer"):
+        write_gguf(folder, tmp_path / "out" / "x.gguf", "f16")
+    assert not (tmp_path / "out").exists()
+
+
 def test_without_the_gguf_package_the_error_says_how_to_install_it(monkeypatch):
     monkeypatch.setitem(sys.modules, "gguf", None)  # makes `import gguf` fail
     with pytest.raises(TrainerError, match=r'pip install -e "\.\[gguf\]"'):

@@ -165,6 +165,9 @@ def write_gguf(model_dir: str | Path, out_file: str | Path, gguf_type: str,
         raise TrainerError(f"GGUF type {gguf_type!r}: expected one of {', '.join(GGUF_TYPES)}")
     model_dir, out_file = Path(model_dir), Path(out_file)
     config = load_config(model_dir)
+    for needed in ("tokenizer.json", "tokenizer_config.json"):
+        if not (model_dir / needed).is_file():
+            raise TrainerError(f"{model_dir}: no {needed} (a GGUF file carries the tokenizer, so the folder needs it)")
     stored = header_shapes(safetensors_files(model_dir))
     names = [name for name in expected_shapes(config) if name in stored]
     missing = sorted(set(expected_shapes(config)) - set(stored))
