@@ -18,7 +18,8 @@ from pathlib import Path
 
 import torch
 from huggingface_hub import snapshot_download
-from huggingface_hub.utils import HfHubHTTPError, LocalEntryNotFoundError
+from huggingface_hub.errors import (GatedRepoError, HfHubHTTPError, IncompleteSnapshotError, LocalEntryNotFoundError,
+                                   RepositoryNotFoundError)
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import Tensor
@@ -300,16 +301,40 @@ def resolve_model_dir(name_or_dir: str | Path) -> Path:
 def download(repo_id: str) -> Path:
     """Fetch a hub repository's safetensors, configs and tokenizer into weights/<owner>--<name>.
 
-    huggingface_hub shows a progress bar, resumes partial downloads, and returns a
-    complete earlier download when the hub cannot be reached.
+    huggingface_hub shows a progress bar, resumes a transfer that broke off, and returns a
+    complete earlier download when the hub cannot be reached. A file appears in the folder only
+    once it is whole, so a failed download leaves a folder that `download` never returns and
+    that loading would refuse (its files are listed and checked), and running again resumes it.
     """
     local_dir = weights_dir() / repo_id.replace("/", "--")
     try:
         snapshot_download(repo_id, local_dir=local_dir, allow_patterns=HUB_PATTERNS)
+    except GatedRepoError as error:
+        raise TrainerError(f"cannot download {repo_id}: the repository is gated ({status_of(error)}): accept its terms "
+                           f"on https://huggingface.co/{repo_id}, then log in with `hf auth login` or set HF_TOKEN") from error
+    except RepositoryNotFoundError as error:
+        raise TrainerError(f"cannot download {repo_id}: no such repository on the Hub ({status_of(error)}), or it is "
+                           "private: check the id, or log in with `hf auth login`") from error
     except LocalEntryNotFoundError as error:
-        reason = str(error).splitlines()[0]
-        raise TrainerError(f"cannot download {repo_id}: the Hugging Face Hub is offline or unreachable ({reason}); "
-                           "use --model tiny to run offline, or pass a local model directory") from error
+        status = status_of(error.__cause__)
+        if status is not None:
+            raise TrainerError(f"cannot download {repo_id}: the Hub answered {status}; try again later, or pass a "
+                               "local model directory") from error
+        raise TrainerError(f"cannot download {repo_id}: the Hugging Face Hub is offline or unreachable, and there is no "
+                           "complete earlier download; use --model tiny to run offline, or pass a local model "
+                           "directory") from error
+    except IncompleteSnapshotError as error:
+        raise TrainerError(f"cannot download {repo_id}: the Hub is unreachable and the earlier download in {local_dir} "
+                           "is incomplete; run again with the network to finish it") from error
     except HfHubHTTPError as error:
         raise TrainerError(f"cannot download {repo_id}: {str(error).splitlines()[0]}") from error
+    except Exception as error:  # a transfer that broke off for good (connection reset, timeout, ...)
+        reason = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else 'no details'}"
+        raise TrainerError(f"cannot download {repo_id}: the transfer failed ({reason}); run the same command again "
+                           f"to resume: the finished files in {local_dir} are kept") from error
     return local_dir
+
+
+def status_of(error: BaseException | None) -> int | None:
+    """The HTTP status of a huggingface_hub error, when it carries a response."""
+    return getattr(getattr(error, "response", None), "status_code", None)
