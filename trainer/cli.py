@@ -1,6 +1,7 @@
 """What every command-line script shares: user errors become one line and exit code 1."""
 
 import functools
+import signal
 from collections.abc import Callable
 from typing import TypeVar
 
@@ -8,13 +9,15 @@ import click
 import torch
 
 from .errors import TrainerError
+from .interrupts import Interrupted
 from .loading import dtype_line, resolve_dtype
 
 F = TypeVar("F", bound=Callable)
 
 
 def user_errors_as_messages(command: F) -> F:
-    """Turn a TrainerError into click's `Error: ...` line and exit 1, never a traceback."""
+    """Turn a TrainerError into click's `Error: ...` line and exit 1, never a traceback; an interrupt
+    into one line and exit 128 + its signal's number (130 for Ctrl-C, 143 for SIGTERM)."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
@@ -22,6 +25,12 @@ def user_errors_as_messages(command: F) -> F:
             return command(*args, **kwargs)
         except TrainerError as error:
             raise click.ClickException(str(error)) from None
+        except Interrupted as stop:
+            click.echo(str(stop), err=True)
+            raise SystemExit(128 + stop.signal) from None
+        except KeyboardInterrupt:
+            click.echo("interrupted: stopped at once (the newest complete checkpoint, if any, is unchanged)", err=True)
+            raise SystemExit(128 + signal.SIGINT) from None
 
     return wrapper  # type: ignore[return-value]
 

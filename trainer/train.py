@@ -23,6 +23,7 @@ from .checkpoint import TrainState, restore_rng
 from .config import Qwen3Config
 from .data import Batch, Example, collate
 from .errors import TrainerError
+from .interrupts import Interrupted, StopRequested, never
 from .lora import LoraSettings, make_adapter
 from .loss import LossParts, answer_loss, kl_to_base
 from .model import Weights, forward, head_weight
@@ -245,6 +246,7 @@ def run_training(
     resume: TrainState | None = None,
     checkpoint: Checkpointer | None = None,
     validate: Callable[[int], dict] | None = None,
+    stop_requested: StopRequested = never,
 ) -> list[StepResult]:
     """Steps `resume.step` .. `settings.steps` - 1 with the LR schedule; `log` gets one record per step.
 
@@ -253,7 +255,8 @@ def run_training(
     Every `settings.save_every` steps, when stopping early (`settings.stop_after`), and before
     giving up after `settings.max_skips` non-finite steps in a row, `checkpoint` saves the state.
     `validate(finished_steps)` adds its scores to that step's record; with
-    `settings.stop_when_learned`, a record that says "learned" ends the loop.
+    `settings.stop_when_learned`, a record that says "learned" ends the loop. When
+    `stop_requested()` names a signal after a step, the state is saved and `Interrupted` raised.
     """
     optimizer = make_optimizer(list(params.values()), settings)
     if resume is not None:
@@ -279,6 +282,8 @@ def run_training(
                                (f", saved in {saved}" if saved else "") + ". Try a lower --lr.")
         if checkpoint and (step + 1 == last < settings.steps or settings.save_every and (step + 1) % settings.save_every == 0):
             checkpoint(step + 1, optimizer)
+        if (stop := stop_requested()) is not None and step + 1 < last:
+            raise Interrupted(stop, step + 1, checkpoint(step + 1, optimizer) if checkpoint else None)
         if settings.stop_when_learned and scores.get("learned"):
             break
     return results

@@ -31,6 +31,7 @@ from .evaluate import EvalReport, built_in_eval_sets, claims_new_identity, evalu
 from .generate import answer_questions
 from .gguf_export import GGUF_TYPES, gguf_file_name, require_gguf, write_gguf, write_modelfile
 from .loading import LoadedModel, dtype_line, load_model, resolve_device, resolve_dtype, resolve_model
+from .interrupts import stop_on_signals
 from .lora import LoraSettings, init_lora, make_adapter, merged_weight, save_adapter
 from .model import LoraAdapter, Weights
 from .loss import default_ce_chunk
@@ -313,12 +314,14 @@ def validation(settings: WhoAmISettings, setup: TrainingSetup, config: Qwen3Conf
 
 def train(settings: WhoAmISettings, setup: TrainingSetup, examples: list[Example], tokenizer: Tokenizer,
           log: Callable[[dict], None], out: Path, validate: Validation | None) -> None:
-    """Train (or continue the checkpoint): setup.params become what was learned (LoRA tensors or every weight)."""
+    """Train (or continue the checkpoint): setup.params become what was learned (LoRA tensors or every weight).
+    SIGINT or SIGTERM meanwhile: finish the step, save a checkpoint, raise Interrupted (see trainer.interrupts)."""
     root = out / "checkpoints"
     save = lambda step, optimizer: save_checkpoint(root, step, setup.params, optimizer, settings.keep_checkpoints)  # noqa: E731
     main = rank_and_world()[0] == 0  # with torchrun, only rank 0 writes files
-    run_training(setup.batch_loss, setup.params, examples, loop_settings(settings, tokenizer), log, setup.resume,
-                 save if main else None, validate)
+    with stop_on_signals() as stop_requested:
+        run_training(setup.batch_loss, setup.params, examples, loop_settings(settings, tokenizer), log, setup.resume,
+                     save if main else None, validate, stop_requested)
 
 
 # ---------------------------------------------------------------------------
