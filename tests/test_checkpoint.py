@@ -3,6 +3,7 @@
 Unit tests use a tiny random Qwen3 (fast); the CLI resume test runs the real script (slow).
 """
 
+import errno
 import json
 import math
 import os
@@ -169,19 +170,21 @@ def test_a_save_killed_midway_keeps_the_previous_checkpoint(tmp_path, monkeypatc
     saved_a = params["a.weight"].detach().clone()
     good_files = {p.name: p.read_bytes() for p in good.iterdir()}
 
-    real_save_file, written = checkpoint.save_file, []
+    real_save, written = checkpoint.save_safetensors, []
 
     def dies_after_one_file(tensors, path, *args, **kwargs):
         if written:
-            raise OSError("No space left on device")
-        real_save_file(tensors, path, *args, **kwargs)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_save(tensors, path, *args, **kwargs)
         written.append(path)
 
-    monkeypatch.setattr(checkpoint, "save_file", dies_after_one_file)
+    monkeypatch.setattr(checkpoint, "save_safetensors", dies_after_one_file)
     with torch.no_grad():
         params["a.weight"].add_(100.0)
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(TrainerError) as error:  # one line: the folder, the space it needed, what is kept
         save_checkpoint(tmp_path, 2, params, optimizer, keep=2)
+    assert str(error.value).startswith(f"no space to write {tmp_path / 'step-000002'}: it needs about 0.0 MB, ")
+    assert str(error.value).endswith(f"(No space left on device); the newest complete checkpoint is {good}")
     assert len(written) == 1 and Path(written[0]).name == "trainable.safetensors"
 
     assert [p.name for p in tmp_path.iterdir() if not p.name.startswith(".")] == ["step-000001"]

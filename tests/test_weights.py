@@ -1,5 +1,6 @@
 """safetensors loading and saving, loud loader errors, and the hub download path (with a local stand-in)."""
 
+import errno
 import json
 import os
 import shutil
@@ -224,3 +225,13 @@ def test_offline_hub_suggests_the_tiny_model(tmp_path, monkeypatch):
 def test_neither_directory_nor_hub_id(tmp_path):
     with pytest.raises(TrainerError, match="not a local directory nor a Hugging Face hub id"):
         resolve_model_dir(tmp_path / "no" / "such" / "dir")
+
+
+def test_a_failed_safetensors_write_is_the_oserror_it_is(tmp_path):
+    """safetensors hides I/O failures in a SafetensorError's text; the export's full-disk handling
+    needs the errno, so save_safetensors raises the OSError itself."""
+    from trainer.weights import save_safetensors
+
+    with pytest.raises(OSError) as error:
+        save_safetensors({"x": torch.zeros(2)}, tmp_path / "no-such-folder" / "x.safetensors")
+    assert error.value.errno == errno.ENOENT and error.value.filename == str(tmp_path / "no-such-folder" / "x.safetensors")

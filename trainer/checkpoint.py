@@ -21,11 +21,11 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import Tensor
 
 from .errors import TrainerError
-from .weights import replace_dir
+from .weights import is_out_of_space, replace_dir, save_safetensors, space_message
 
 STEP_FOLDER = re.compile(r"step-(\d+)")
 
@@ -75,10 +75,10 @@ def optimizer_state_dict(tensors: dict[str, Tensor], meta: dict) -> dict:
 
 def write_checkpoint(folder: Path, step: int, trainable: dict[str, Tensor], optimizer: torch.optim.Optimizer) -> None:
     tensors, meta = optimizer_tensors(optimizer, list(trainable))
-    save_file({n: t.detach().cpu().contiguous() for n, t in trainable.items()}, str(folder / "trainable.safetensors"))
-    save_file(tensors, str(folder / "optimizer.safetensors"))
+    save_safetensors({n: t.detach().cpu().contiguous() for n, t in trainable.items()}, folder / "trainable.safetensors")
+    save_safetensors(tensors, folder / "optimizer.safetensors")
     (folder / "optimizer.json").write_text(json.dumps(meta, indent=1), encoding="utf-8")
-    save_file(rng_state(), str(folder / "rng.safetensors"))
+    save_safetensors(rng_state(), folder / "rng.safetensors")
     (folder / "state.json").write_text(json.dumps({"step": step}), encoding="utf-8")
 
 
@@ -86,7 +86,15 @@ def save_checkpoint(root: Path, step: int, trainable: dict[str, Tensor], optimiz
                     keep: int) -> Path:
     """Write root/step-NNNNNN atomically, then delete all but the newest `keep` checkpoints."""
     final = root / f"step-{step:06d}"
-    replace_dir(final, lambda folder: write_checkpoint(folder, step, trainable, optimizer))
+    try:
+        replace_dir(final, lambda folder: write_checkpoint(folder, step, trainable, optimizer))
+    except OSError as error:
+        if not is_out_of_space(error):
+            raise
+        newest = list_checkpoints(root)
+        needed = 3 * sum(t.numel() * t.element_size() for t in trainable.values())  # tensors + two AdamW moments
+        raise TrainerError(f"{space_message(final, needed, error)}; the newest complete checkpoint is "
+                           f"{newest[-1] if newest else 'none yet'}") from error
     for old in list_checkpoints(root)[:-keep] if keep > 0 else []:
         doomed = old.with_name(f".deleting-{old.name}")  # hide it first: never a half-deleted step folder
         old.rename(doomed)

@@ -17,7 +17,6 @@ values with one f16 scale each (about 8.5 bits a weight). Norm weights stay f32 
 
 import json
 import math
-from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
@@ -27,7 +26,7 @@ from safetensors import safe_open
 
 from .config import Qwen3Config, load_config
 from .errors import TrainerError
-from .weights import expected_shapes, header_shapes, safetensors_files, write_atomic
+from .weights import expected_shapes, header_shapes, is_out_of_space, safetensors_files, space_message, write_atomic
 
 GGUF_TYPES = ("f32", "f16", "bf16", "q8_0")
 Q8_ROWS_PER_CHUNK = 4096  # rows quantized at once: bounds the float32 copy of a 4B embedding to ~40 MB
@@ -156,10 +155,9 @@ def add_tokenizer_keys(writer, gguf: ModuleType, model_dir: Path, vocab_size: in
         writer.add_chat_template(tokenizer_config["chat_template"])
 
 
-def write_gguf(model_dir: str | Path, out_file: str | Path, gguf_type: str,
-               progress: Callable[[str], None] = lambda name: None) -> Path:
+def write_gguf(model_dir: str | Path, out_file: str | Path, gguf_type: str) -> Path:
     """Write `model_dir` (a Qwen3 folder in the Hugging Face layout) to one GGUF file of `gguf_type`,
-    atomically (a temporary name, then a rename), tensor by tensor; `progress` hears each tensor name."""
+    atomically (a temporary name, then a rename), tensor by tensor."""
     gguf = require_gguf()
     if gguf_type not in GGUF_TYPES:
         raise TrainerError(f"GGUF type {gguf_type!r}: expected one of {', '.join(GGUF_TYPES)}")
@@ -174,25 +172,29 @@ def write_gguf(model_dir: str | Path, out_file: str | Path, gguf_type: str,
     if missing:
         raise TrainerError(f"{model_dir}: no tensor {missing[0]} in its safetensors files")
     name_map = gguf.get_tensor_name_map(gguf.MODEL_ARCH.QWEN3, config.num_hidden_layers)
+    kinds = {name: stored_type(gguf, gguf_type, stored[name][1]) for name in names}
+    sizes = {name: math.prod(gguf.quants.quant_shape_to_byte_shape(stored[name][1], kinds[name])) for name in names}
 
     def write(temp: Path) -> None:
         writer = gguf.GGUFWriter(temp, gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.QWEN3])
         add_model_keys(writer, gguf, config, out_file.stem, gguf_type)
         add_tokenizer_keys(writer, gguf, model_dir, config.vocab_size)
-        kinds = {name: stored_type(gguf, gguf_type, stored[name][1]) for name in names}
         for name in names:
-            shape = stored[name][1]
-            nbytes = math.prod(gguf.quants.quant_shape_to_byte_shape(shape, kinds[name]))
-            writer.add_tensor_info(name_map.get_name(name, try_suffixes=(".weight",)), shape, np.dtype(np.float32),
-                                   nbytes, raw_dtype=kinds[name])
+            writer.add_tensor_info(name_map.get_name(name, try_suffixes=(".weight",)), stored[name][1],
+                                   np.dtype(np.float32), sizes[name], raw_dtype=kinds[name])
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_ti_data_to_file()
         for name in names:
-            progress(name)
             writer.write_tensor_data(encoded(gguf, read_stored(stored[name][0], name), kinds[name]))
         writer.close()
 
     out_file.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(out_file, write)
+    try:
+        write_atomic(out_file, write)
+    except OSError as error:
+        if not is_out_of_space(error):
+            raise
+        needed = sum(sizes.values()) + (model_dir / "tokenizer.json").stat().st_size  # tensors + vocabulary, roughly
+        raise TrainerError(space_message(out_file, needed, error) + "; nothing was written") from error
     return out_file

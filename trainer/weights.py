@@ -7,6 +7,7 @@ all problems are reported in one error. Pickle formats (.bin, .pt) are never ope
 
 import ctypes
 import functools
+import errno
 import json
 import os
 import re
@@ -219,17 +220,54 @@ def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
 
 def replace_dir(final: Path, build: Callable[[Path], None]) -> None:
     """Build a folder under a temporary name beside `final`, then swap it in: never half a folder."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    temp = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=final.parent))
+    replace_dirs({final: build})
+
+
+def replace_dirs(builds: dict[Path, Callable[[Path], None]]) -> None:
+    """Build every folder under a temporary name first, then swap them all in, so that a failure
+    while building any of them (a full disk, say) leaves every old folder as it was and no
+    temporary folder behind: a pair such as adapter/ and merged/ never mixes two runs."""
+    temps = {}
     try:
-        build(temp)
-        if final.exists():
-            old = final.with_name(f".{final.name}-old-{time.time_ns()}")
-            final.rename(old)
-            shutil.rmtree(old)
-        temp.rename(final)
+        for final, build in builds.items():
+            final.parent.mkdir(parents=True, exist_ok=True)
+            temps[final] = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=final.parent))
+            build(temps[final])
+        for final, temp in temps.items():
+            if final.exists():
+                old = final.with_name(f".{final.name}-old-{time.time_ns()}")
+                final.rename(old)
+                shutil.rmtree(old)
+            temp.rename(final)
     finally:
-        shutil.rmtree(temp, ignore_errors=True)
+        for temp in temps.values():
+            shutil.rmtree(temp, ignore_errors=True)
+
+
+OUT_OF_SPACE = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}  # disk full, file too large (a size limit), over quota
+
+
+def is_out_of_space(error: OSError) -> bool:
+    return error.errno in OUT_OF_SPACE
+
+
+def space_message(what: Path, needed_bytes: int, error: OSError) -> str:
+    """"no space to write X: it needs about N MB, M MB are free (the system said: ...)"."""
+    free = shutil.disk_usage(next(p for p in (what, *what.parents) if p.exists())).free
+    return (f"no space to write {what}: it needs about {needed_bytes / 1e6:.1f} MB, {free / 1e6:.1f} MB are free "
+            f"({error.strerror or error})")
+
+
+def save_safetensors(tensors: dict[str, Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
+    """safetensors' save_file, with its I/O failures (a full disk, a file-size limit) raised as the
+    OSError they are, errno included, instead of a SafetensorError that hides them in its text."""
+    try:
+        save_file(tensors, str(path), metadata=metadata)
+    except SafetensorError as error:
+        number = re.search(r"os error (\d+)", str(error))
+        if number is None:
+            raise
+        raise OSError(int(number[1]), os.strerror(int(number[1])), str(path)) from error
 
 
 def write_tensors(weights: dict[str, Tensor], path: Path) -> None:
@@ -237,7 +275,7 @@ def write_tensors(weights: dict[str, Tensor], path: Path) -> None:
     tensors = {name: tensor.contiguous() for name, tensor in weights.items()}
 
     def write(temp: Path) -> None:
-        save_file(tensors, str(temp), metadata={"format": "pt"})
+        save_safetensors(tensors, temp, metadata={"format": "pt"})
         os.chmod(temp, default_file_mode())  # safetensors creates files only their owner can read
 
     write_atomic(path, write)

@@ -44,7 +44,7 @@ from .tiny import TINY_NAME, write_model_dir
 from .tokenizer import Tokenizer, load_tokenizer
 from .train import (BatchLoss, LoopSettings, full_batch_loss, is_distributed, lora_batch_loss, rank_and_world,
                     run_training)
-from .weights import load_weights, replace_dir, write_atomic
+from .weights import is_out_of_space, load_weights, replace_dirs, space_message, write_atomic
 from .rehearsal import (REHEARSAL_FILE, RehearsalRow, as_samples, fixed_rows, read_rehearsal, self_distilled_rows,
                         write_rehearsal)
 from .validation import Validation, ValidationData, make_validation, validation_scores
@@ -334,15 +334,25 @@ def export(settings: WhoAmISettings, model_dir: Path, config: Qwen3Config, learn
     broken = [name for name, tensor in learned.items() if not torch.isfinite(tensor).all()]
     if broken:
         raise TrainerError(f"not exporting: non-finite values in {', '.join(broken[:3])}; resume from a checkpoint")
+    builds = {}
     if settings.method == "lora":
-        replace_dir(out / "adapter", lambda d: save_adapter(learned, lora_settings(settings), settings.model, d))
+        builds[out / "adapter"] = lambda d: save_adapter(learned, lora_settings(settings), settings.model, d)
         scale = lora_settings(settings).scale
         # Re-read the ORIGINAL weights from disk and merge tensor by tensor, never the 4-bit ones.
         merge = lambda name, w: merged_weight(name, w, learned, scale).to(torch.bfloat16)  # noqa: E731
         merged = load_weights(model_dir, config, torch.float32, "cpu", transform=merge)
     else:
         merged = {name: t.detach().to("cpu", torch.bfloat16) for name, t in learned.items()}
-    replace_dir(out / "merged", lambda d: write_merged(merged, config, model_dir, d))
+    builds[out / "merged"] = lambda d: write_merged(merged, config, model_dir, d)
+    try:
+        replace_dirs(builds)  # both built before either is swapped in: never a new adapter beside an old merge
+    except OSError as error:
+        if not is_out_of_space(error):
+            raise
+        needed = sum(t.numel() * 4 for t in learned.values()) * (settings.method == "lora") + \
+            sum(t.numel() * t.element_size() for t in merged.values())
+        kept = " and ".join(str(path) for path in builds if path.exists()) or "nothing"
+        raise TrainerError(f"{space_message(out, needed, error)}; the previous export is kept as it was ({kept})") from error
 
 
 def write_merged(weights: dict[str, torch.Tensor], config: Qwen3Config, model_dir: Path, out_dir: Path) -> None:
