@@ -1,0 +1,189 @@
+"""Preparing a user's data, as pure functions: normalise, check, deduplicate, split, mix.
+
+The command (`scripts/prepare_data.py`, trainer/commands/prepare_data.py) reads the files, feeds
+these functions and writes what they return; nothing here touches a file or a random state it was
+not given.
+
+- `normalise`: Unicode NFC, control characters other than newline and tab removed, each turn
+  trimmed.
+- `problem_with`: why a conversation cannot be trained on (role order, empty turns, chat markup
+  typed into the text), or None.
+- `row_key`: the deduplication hash of the normalised messages and tools; `prompt_key` the same
+  for every turn before the last answer, which finds conflicts (one prompt, two answers).
+- `val_score`: where a row falls in [0, 1), from its key and the seed alone, so a row's side of
+  the split never depends on the other rows: adding a source never moves a val row into train.
+- `mix`: the train rows of every source, concatenated, interleaved by weight, or resampled to an
+  exact count per source.
+"""
+
+import hashlib
+import hmac
+import json
+import random
+import re
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+from .chat import render_chat
+from .data import TextEncoder, answer_spans, encode_segments, last_answer_length
+from .readers import Conversation
+from .tokenizer import QWEN3_SPECIAL_TOKENS
+
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # all but \t (09) and \n (0a)
+CHAT_MARKUP = tuple(token for token in QWEN3_SPECIAL_TOKENS if token.startswith("<|"))
+MIX_MODES = ("concat", "interleave", "resample")
+
+
+@dataclass(frozen=True)
+class Row:
+    """A conversation that passed every check, with its source and where it was read."""
+
+    conversation: Conversation
+    source: str
+    where: str
+    key: str  # row_key: the deduplication hash
+
+
+def normalise_text(text: str) -> str:
+    return CONTROL_CHARACTERS.sub("", unicodedata.normalize("NFC", text)).strip()
+
+
+def normalise(conversation: Conversation) -> Conversation:
+    """Every turn's text in NFC, without control characters (newline and tab stay), trimmed."""
+    messages = tuple(message | ({"content": normalise_text(message["content"])}
+                                if isinstance(message.get("content"), str) else {})
+                     for message in conversation.messages)
+    return replace(conversation, messages=messages)
+
+
+def problem_with(conversation: Conversation) -> str | None:
+    """Why this conversation cannot be trained on, or None.
+
+    Order: an optional system turn first, then a user turn; an assistant answers a user or a tool;
+    a tool answers an assistant's tool call (or another tool); a user follows an assistant; the
+    last turn is the assistant's answer. No turn is empty (an assistant turn may hold only tool
+    calls), and no text holds the chat markup (<|im_start|> and the like) the template adds itself.
+    """
+    messages = conversation.messages
+    for index, message in enumerate(messages):
+        content = message.get("content") or ""
+        marker = next((m for m in CHAT_MARKUP if m in content), None)
+        if marker:
+            return f"message {index} contains the special token {marker}"
+        if not content and not (message["role"] == "assistant" and message.get("tool_calls")):
+            return f"message {index} ({message['role']}) is empty"
+    roles = [m["role"] for m in messages]
+    if "system" in roles[1:]:
+        return f"a system turn at position {roles.index('system', 1)}: only the first turn may be the system's"
+    turns = roles[1:] if roles[0] == "system" else roles
+    allowed_after = {None: {"user"}, "user": {"assistant"}, "assistant": {"user", "tool"}, "tool": {"assistant", "tool"}}
+    for previous, role in zip([None, *turns], turns):
+        if role not in allowed_after[previous]:
+            return f"a {role} turn after {'the start' if previous is None else 'a ' + previous + ' turn'}"
+    if turns[-1] != "assistant":
+        return "the conversation does not end with an assistant answer"
+    return None
+
+
+@dataclass(frozen=True)
+class TokenCount:
+    """Tokens of one conversation as the chat template renders it (up to its last answer)."""
+
+    total: int
+    answer: int  # tokens of every assistant turn (the ones trained on)
+    last_answer: int  # tokens of the final answer, which must fit in --seq-len
+
+
+def token_count(tokenizer: TextEncoder, conversation: Conversation) -> TokenCount:
+    """Tokenized the way training tokenizes it (see trainer.data.example_from_messages)."""
+    spans = answer_spans(conversation.messages, conversation.tools)
+    text = render_chat(list(conversation.messages), tools=conversation.tools)[: spans[-1][1]]
+    ids, is_answer = encode_segments(tokenizer, text, spans)
+    return TokenCount(len(ids), sum(is_answer), last_answer_length(is_answer))
+
+
+def canonical(value) -> str:
+    return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+
+
+def row_key(conversation: Conversation) -> str:
+    """sha256 of the normalised messages and tools: the same conversation, the same key."""
+    return hashlib.sha256(canonical([list(conversation.messages), conversation.tools]).encode()).hexdigest()
+
+
+def prompt_key(conversation: Conversation) -> str:
+    """sha256 of everything before the last answer (and the tools)."""
+    return hashlib.sha256(canonical([list(conversation.messages[:-1]), conversation.tools]).encode()).hexdigest()
+
+
+def val_score(key: str, seed: int) -> float:
+    """A number in [0, 1) fixed by the row's key and the seed (HMAC-SHA256, the seed as its key)."""
+    digest = hmac.new(str(seed).encode(), key.encode(), hashlib.sha256).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def split(rows: Sequence[Row], val_ratio: float, min_val: int, seed: int) -> tuple[list[Row], list[Row]]:
+    """(train, val): val holds the rows whose score is under val_ratio, topped up to min_val with
+    the lowest-scoring train rows; both keep the input order."""
+    scores = [val_score(row.key, seed) for row in rows]
+    val = {i for i, score in enumerate(scores) if score < val_ratio}
+    if len(val) < min_val:
+        rest = sorted((i for i in range(len(rows)) if i not in val), key=lambda i: scores[i])
+        val |= set(rest[:min_val - len(val)])
+    return [r for i, r in enumerate(rows) if i not in val], [r for i, r in enumerate(rows) if i in val]
+
+
+def normalised_weights(names: Sequence[str], weights: dict[str, float]) -> dict[str, float]:
+    """Shares that sum to 1; missing weights count 1 when any is given, and all zero means equal."""
+    given = {name: weights.get(name, 1.0 if not weights else 0.0) for name in names}
+    total = sum(given.values())
+    return {name: (value / total if total else 1 / len(names)) for name, value in given.items()}
+
+
+def mix(train: dict[str, list[Row]], weights: dict[str, float], mode: str, total: int | None,
+        seed: int) -> tuple[list[Row], dict[str, int]]:
+    """(train rows in order, repeats per source).
+
+    concat: every source in turn. interleave: each source shuffled (seeded), then the next row
+    taken from a source drawn with probability proportional to its weight, among the sources not
+    yet used up, until every row is used once. resample: exactly round(share x total) rows per
+    source: a random subset without repeats when the source is large enough, otherwise all of its
+    rows and then random repeats.
+    """
+    rng = random.Random(seed)
+    repeats = dict.fromkeys(train, 0)
+    if mode == "concat":
+        return [row for rows in train.values() for row in rows], repeats
+    shares = normalised_weights(list(train), weights)
+    if mode == "interleave":
+        queues = {name: rng.sample(rows, len(rows)) for name, rows in train.items()}
+        mixed = []
+        while live := [name for name, queue in queues.items() if queue]:
+            chances = [shares[name] or 1e-12 for name in live]
+            mixed.append(queues[rng.choices(live, chances)[0]].pop())
+        return mixed, repeats
+    mixed = []
+    for name, rows in train.items():
+        wanted = round(shares[name] * (total or 0))
+        if not rows or not wanted:
+            continue
+        if wanted <= len(rows):
+            mixed += rng.sample(rows, wanted)
+        else:
+            extra = [rng.choice(rows) for _ in range(wanted - len(rows))]
+            repeats[name] = len(extra)
+            mixed += rows + extra
+    rng.shuffle(mixed)
+    return mixed, repeats
+
+
+def to_json_row(row: Row) -> dict:
+    """A line of train.jsonl / val.jsonl: the guide's schema plus source and tags."""
+    conversation = row.conversation
+    line = {"messages": list(conversation.messages)}
+    if conversation.tools:
+        line["tools"] = list(conversation.tools)
+    if conversation.id is not None:
+        line["id"] = conversation.id
+    return line | {"tags": list(conversation.tags), "source": row.source}
