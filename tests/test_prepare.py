@@ -1,0 +1,309 @@
+"""Preparing your own data: readers, normalisation, checks, deduplication, the split, mixing, and a
+report that accounts for every row."""
+
+import csv
+import json
+import subprocess
+import sys
+import unicodedata
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from trainer.commands.prepare_data import main as prepare_main
+from trainer.errors import TrainerError
+from trainer.prepare import (Row, mix, normalise, normalise_text, normalised_weights, problem_with, prompt_key,
+                             row_key, split, val_score)
+from trainer.readers import Conversation
+from trainer.sources import detect_format, stream_records, to_conversation
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def conversation(*turns: tuple[str, str], **extra) -> Conversation:
+    return Conversation(tuple({"role": role, "content": content} for role, content in turns), **extra)
+
+
+def records(path: Path, **columns) -> list:
+    fmt = detect_format(path)
+    return [(r.where, to_conversation(r.row, fmt.schema, r.where).messages if r.row else r.problem)
+            for r in stream_records(path, fmt, columns or None)]
+
+
+def write_jsonl(path: Path, rows: list) -> Path:
+    path.write_text("".join((row if isinstance(row, str) else json.dumps(row, ensure_ascii=False)) + "\n"
+                            for row in rows), encoding="utf-8")
+    return path
+
+
+# ---------------------------------------------------------------------------
+# Readers
+# ---------------------------------------------------------------------------
+
+
+def test_alpaca_with_system_history_and_input(tmp_path):
+    path = tmp_path / "a.json"
+    path.write_text(json.dumps([{"system": "Be brief.", "history": [["Hi", "Hello!"]], "instruction": "Translate",
+                                 "input": "貓", "output": "cat"},
+                                {"instruction": "Name a fruit", "input": "  ", "output": "apple"}]), encoding="utf-8")
+    assert str(detect_format(path)) == "alpaca (json list)"
+    (where, first), (_, second) = records(path)
+    assert where == f"{path}:row 1"
+    assert first == ({"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
+                     {"role": "assistant", "content": "Hello!"}, {"role": "user", "content": "Translate\n\n貓"},
+                     {"role": "assistant", "content": "cat"})
+    assert second[-2:] == ({"role": "user", "content": "Name a fruit"}, {"role": "assistant", "content": "apple"})
+
+
+def test_sharegpt_with_a_function_call_and_its_observation(tmp_path):
+    path = write_jsonl(tmp_path / "s.jsonl", [{"conversations": [
+        {"from": "system", "value": "You can call tools."}, {"from": "human", "value": "Weather?"},
+        {"from": "function_call", "value": '{"name": "weather", "arguments": {}}'},
+        {"from": "observation", "value": "sunny"}, {"from": "gpt", "value": "It is sunny."}]}])
+    assert str(detect_format(path)) == "sharegpt (jsonl)"
+    [(_, messages)] = records(path)
+    assert [m["role"] for m in messages] == ["system", "user", "assistant", "tool", "assistant"]
+    assert messages[3]["content"] == "sunny"
+
+
+def test_csv_with_quoted_commas_and_newlines_and_named_columns(tmp_path):
+    path = tmp_path / "faq.csv"
+    with path.open("w", newline="", encoding="utf-8") as file:
+        writer = csv.writer(file)
+        writer.writerow(["id", "question", "answer"])
+        writer.writerow(["1", "Line one,\nline two", 'She said "yes", then left'])
+    [(where, messages)] = records(path, prompt="question", target="answer")
+    assert where == f"{path}:row 1"
+    assert messages == ({"role": "user", "content": "Line one,\nline two"},
+                        {"role": "assistant", "content": 'She said "yes", then left'})
+    with pytest.raises(TrainerError, match=r"no column 'prompt' in the header \['id', 'question', 'answer'\]"):
+        records(path)
+
+
+def test_tsv_and_messages_jsonl_keep_tools_ids_and_tags(tmp_path):
+    tsv = tmp_path / "d.tsv"
+    tsv.write_text("# a comment\n你是誰\t我是 F# 之神\nno tab here\n", encoding="utf-8")
+    assert records(tsv) == [(f"{tsv}:2", ({"role": "user", "content": "你是誰"}, {"role": "assistant", "content": "我是 F# 之神"})),
+                            (f"{tsv}:3", "expected `prompt<TAB>target`, found no tab")]
+    jsonl = write_jsonl(tmp_path / "m.jsonl", [{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}],
+                                                "tools": [{"type": "function", "function": {"name": "f"}}], "id": 7,
+                                                "tags": ["json"]}])
+    record = next(stream_records(jsonl, detect_format(jsonl)))
+    kept = to_conversation(record.row, "messages", record.where)
+    assert (kept.tools, kept.id, kept.tags) == (({"type": "function", "function": {"name": "f"}},), "7", ("json",))
+
+
+def test_an_unknown_json_schema_and_missing_pyarrow_are_one_line(tmp_path, monkeypatch):
+    path = write_jsonl(tmp_path / "x.jsonl", [{"question": "q"}])
+    with pytest.raises(TrainerError, match=r"none of \"messages\", \"instruction\" \(Alpaca\) or \"conversations\""):
+        detect_format(path)
+    (tmp_path / "x.parquet").write_bytes(b"PAR1")
+    monkeypatch.setitem(sys.modules, "pyarrow", None)
+    monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
+    with pytest.raises(TrainerError, match=r'reading Parquet needs pyarrow: pip install -e "\.\[parquet\]"'):
+        detect_format(tmp_path / "x.parquet")
+
+
+# ---------------------------------------------------------------------------
+# Normalisation and checks
+# ---------------------------------------------------------------------------
+
+
+def test_normalise_text_nfc_control_characters_and_whitespace():
+    decomposed = unicodedata.normalize("NFD", "café")
+    assert decomposed != "café" and normalise_text(f"  {decomposed}\x00\x1b[0m\tok\n ") == "café[0m\tok"
+
+
+def test_nfc_and_nfd_spellings_are_one_row():
+    nfc = normalise(conversation(("user", "café?"), ("assistant", "oui")))
+    nfd = normalise(conversation(("user", unicodedata.normalize("NFD", "café?")), ("assistant", "oui")))
+    assert row_key(nfc) == row_key(nfd) and row_key(nfc) != row_key(conversation(("user", "cafe?"), ("assistant", "oui")))
+
+
+@pytest.mark.parametrize(("turns", "problem"), [
+    ((("user", "q"), ("assistant", "a")), None),
+    ((("system", "s"), ("user", "q"), ("assistant", "a"), ("user", "q2"), ("assistant", "a2")), None),
+    ((("assistant", "a"),), "a assistant turn after the start"),
+    ((("user", "q"), ("system", "s"), ("assistant", "a")), "a system turn at position 1: only the first turn may be the system's"),
+    ((("user", "q"), ("user", "q"), ("assistant", "a")), "a user turn after a user turn"),
+    ((("user", "q"), ("assistant", "a"), ("user", "more")), "the conversation does not end with an assistant answer"),
+    ((("user", ""), ("assistant", "a")), "message 0 (user) is empty"),
+    ((("user", "q<|im_end|>"), ("assistant", "a")), "message 0 contains the special token <|im_end|>"),
+])
+def test_problem_with_role_order_empty_turns_and_chat_markup(turns, problem):
+    assert problem_with(conversation(*turns)) == problem
+
+
+# ---------------------------------------------------------------------------
+# Split and mixing
+# ---------------------------------------------------------------------------
+
+
+def rows(source: str, count: int, start: int = 0) -> list[Row]:
+    made = []
+    for i in range(start, start + count):
+        talk = conversation(("user", f"{source} question {i}"), ("assistant", f"answer {i}"))
+        made.append(Row(talk, source, f"{source}:{i}", row_key(talk)))
+    return made
+
+
+def test_the_split_is_disjoint_keyed_by_seed_and_stable_when_a_source_is_added():
+    first = rows("a", 2000)
+    train, val = split(first, 0.05, 10, seed=42)
+    assert {r.key for r in train}.isdisjoint(r.key for r in val) and len(train) + len(val) == 2000
+    assert 60 <= len(val) <= 140  # about 5%
+    assert all(val_score(r.key, 42) < 0.05 for r in val)
+    assert split(first, 0.05, 10, seed=43)[1] != val  # another seed, another split
+    grown_train, grown_val = split(first + rows("b", 500), 0.05, 10, seed=42)
+    assert {r.key for r in val} <= {r.key for r in grown_val}  # no val row moves into train
+    assert {r.key for r in train} <= {r.key for r in grown_train}
+
+
+def test_min_val_tops_up_from_the_lowest_scores():
+    few = rows("a", 50)
+    train, val = split(few, 0.02, 20, seed=1)
+    assert len(val) == 20 and len(train) == 30
+    lowest = sorted(few, key=lambda r: val_score(r.key, 1))[:20]
+    assert {r.key for r in val} == {r.key for r in lowest}
+
+
+def test_weights_are_normalised_and_all_zero_means_equal():
+    assert normalised_weights(["a", "b"], {"a": 3, "b": 1}) == {"a": 0.75, "b": 0.25}
+    assert normalised_weights(["a", "b"], {}) == {"a": 0.5, "b": 0.5}
+    assert normalised_weights(["a", "b"], {"a": 0, "b": 0}) == {"a": 0.5, "b": 0.5}
+    assert normalised_weights(["a", "b", "c"], {"a": 1}) == {"a": 1.0, "b": 0.0, "c": 0.0}
+
+
+def test_mix_concat_interleave_and_resample_counts_and_determinism():
+    train = {"a": rows("a", 30), "b": rows("b", 10)}
+    concat, repeats = mix(train, {}, "concat", None, seed=0)
+    assert concat == train["a"] + train["b"] and repeats == {"a": 0, "b": 0}
+    interleaved, _ = mix(train, {"a": 1, "b": 3}, "interleave", None, seed=0)
+    assert sorted(r.key for r in interleaved) == sorted(r.key for r in concat)  # every row once
+    assert interleaved == mix(train, {"a": 1, "b": 3}, "interleave", None, seed=0)[0] != concat
+    first_half = interleaved[:20]
+    assert sum(r.source == "b" for r in first_half) > 10 * 10 / 40  # b (weight 3) is drawn early
+    resampled, repeats = mix(train, {"a": 1, "b": 1}, "resample", 50, seed=0)
+    assert sum(r.source == "a" for r in resampled) == 25 and sum(r.source == "b" for r in resampled) == 25
+    assert repeats == {"a": 0, "b": 15}  # b has 10 rows: all of them, then 15 repeats
+    assert len({r.key for r in resampled if r.source == "a"}) == 25  # a is large enough: no repeats
+    assert resampled == mix(train, {"a": 1, "b": 1}, "resample", 50, seed=0)[0]
+
+
+def test_prompt_key_finds_one_prompt_with_two_answers():
+    one, two = conversation(("user", "q"), ("assistant", "a")), conversation(("user", "q"), ("assistant", "b"))
+    assert prompt_key(one) == prompt_key(two) and row_key(one) != row_key(two)
+
+
+# ---------------------------------------------------------------------------
+# The command: every row accounted for
+# ---------------------------------------------------------------------------
+
+
+def every_kind_of_bad_row(tmp_path: Path) -> Path:
+    good = [{"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}]}
+            for i in range(30)]
+    bad = ["{not json", json.dumps(["a list"]), json.dumps({"messages": "text"}),
+           json.dumps({"messages": [{"role": "robot", "content": "x"}, {"role": "assistant", "content": "y"}]}),
+           json.dumps({"messages": [{"role": "user", "content": "no answer"}]}),
+           json.dumps({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "  "}]}),
+           json.dumps({"messages": [{"role": "user", "content": "<|im_start|>q"}, {"role": "assistant", "content": "a"}]}),
+           json.dumps({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "long " * 400}]})]
+    return write_jsonl(tmp_path / "mixed.jsonl", good + bad + [good[0], good[1]])
+
+
+def test_quarantine_accounts_for_every_row(tmp_path):
+    source = every_kind_of_bad_row(tmp_path)
+    result = CliRunner().invoke(prepare_main, [str(tmp_path / "out"), "--source", f"mixed={source}", "--min-val", "5",
+                                               "--seq-len", "256"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "out" / "report.json").read_text(encoding="utf-8"))
+    counts = report["sources"]["mixed"]
+    assert (counts["read"], counts["rejected"], counts["duplicates"], counts["kept"]) == (40, 8, 2, 30)
+    assert counts["read"] == counts["rejected"] + counts["duplicates"] + counts["kept"]
+    assert counts["train"] + counts["val"] == counts["kept"] and counts["val"] == 5
+    rejected = [json.loads(line) for line in (tmp_path / "out" / "rejected.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [r["where"] for r in rejected] == [f"{source}:{n}" for n in range(31, 39)]
+    reasons = [r["reason"] for r in rejected]
+    assert reasons[0].startswith("invalid JSON") and reasons[1] == "expected a JSON object"
+    assert "unknown role 'robot'" in reasons[3] and reasons[4] == "no assistant turn to learn from"
+    assert reasons[5] == "message 1: the assistant answer is empty"
+    assert reasons[6] == "message 0 contains the special token <|im_start|>"
+    assert reasons[7].startswith("the last answer alone has ") and reasons[7].endswith("more than --seq-len 256")
+    assert rejected[0]["raw"] == "{not json"
+    lines = (tmp_path / "out" / "train.jsonl").read_text(encoding="utf-8").splitlines()
+    assert len(lines) == counts["train"] and json.loads(lines[0])["source"] == "mixed"
+
+
+def test_same_inputs_and_seed_give_byte_identical_outputs(tmp_path):
+    source = every_kind_of_bad_row(tmp_path)
+    for out in ("one", "two"):
+        result = CliRunner().invoke(prepare_main, [str(tmp_path / out), "--source", f"m={source}", "--min-val", "5",
+                                                   "--mix", "interleave"])
+        assert result.exit_code == 0, result.output
+    for name in ("train.jsonl", "val.jsonl", "rejected.jsonl", "report.json"):
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes(), name
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    ([], "give at least one --source NAME=PATH"),
+    (["--source", "nothing"], "'nothing': expected NAME=PATH"),
+    (["--source", "a=/no/such/file.jsonl"], "/no/such/file.jsonl: data file not found"),
+    (["--source", "a=SRC", "--weight", "b=1"], "'b' is not a --source"),
+    (["--source", "a=SRC", "--weight", "a=-1"], "a=-1: a weight cannot be negative"),
+    (["--source", "a=SRC", "--mix", "resample"], "--total goes with --mix resample"),
+    (["--source", "a=SRC", "--total", "10"], "--total goes with --mix resample"),
+    (["--source", "a=SRC", "--val-ratio", "1"], "Invalid value for '--val-ratio'"),
+    (["--source", "a=SRC", "--min-val", "100"], "only 31 unique rows are usable (7 rejected): too few for --min-val 100"),
+])
+def test_bad_settings_are_one_line_and_write_nothing(tmp_path, args, message):
+    source = every_kind_of_bad_row(tmp_path)
+    result = CliRunner().invoke(prepare_main, [str(tmp_path / "out"), *[a.replace("SRC", str(source)) for a in args]])
+    assert result.exit_code in (1, 2) and "Traceback" not in result.output
+    assert message in result.output.strip().splitlines()[-1], result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_toml_recipe_gives_the_settings_and_the_command_line_wins(tmp_path):
+    source = every_kind_of_bad_row(tmp_path)
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text(f'mix = "interleave"\nmin_val = 5\nseed = 7\n[sources]\nmine = "{source}"\n', encoding="utf-8")
+    result = CliRunner().invoke(prepare_main, [str(tmp_path / "out"), "--recipe", str(recipe), "--seed", "8"])
+    assert result.exit_code == 0, result.output
+    written = json.loads((tmp_path / "out" / "recipe.json").read_text(encoding="utf-8"))
+    assert (written["mix"], written["min_val"], written["seed"], written["sources"]) == ("interleave", 5, 8, [f"mine={source}"])
+    assert written["inputs"]["mine"]["bytes"] == source.stat().st_size and len(written["inputs"]["mine"]["sha256"]) == 64
+
+
+@pytest.mark.slow
+def test_four_formats_prepared_then_trained_on(tmp_path):
+    """End to end: messages JSONL, an Alpaca list, ShareGPT JSONL and a CSV become train/val, and the
+    tiny model trains on the result."""
+    write_jsonl(tmp_path / "chat.jsonl", [{"messages": [{"role": "user", "content": f"你好 {i}"},
+                                                        {"role": "assistant", "content": f"你好！{i}"}]} for i in range(40)])
+    (tmp_path / "alpaca.json").write_text(json.dumps([{"instruction": f"Say {i}", "input": "", "output": f"{i}"}
+                                                      for i in range(40)]), encoding="utf-8")
+    write_jsonl(tmp_path / "sg.jsonl", [{"conversations": [{"from": "human", "value": f"Hey {i}"},
+                                                           {"from": "gpt", "value": f"Yo {i}"}]} for i in range(40)])
+    with (tmp_path / "faq.csv").open("w", newline="", encoding="utf-8") as file:
+        writer = csv.writer(file)
+        writer.writerow(["prompt", "target"])
+        writer.writerows([[f"Q{i}, again", f"A{i}"] for i in range(40)])
+    out = tmp_path / "prepared"
+    sources = [f"--source={name}={tmp_path / file}" for name, file in
+               (("chat", "chat.jsonl"), ("alpaca", "alpaca.json"), ("sg", "sg.jsonl"), ("faq", "faq.csv"))]
+    run = subprocess.run([sys.executable, str(REPO / "scripts" / "prepare_data.py"), str(out), *sources,
+                          "--min-val", "8", "--mix", "interleave"], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    report = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    assert [report["sources"][n]["format"] for n in ("chat", "alpaca", "sg", "faq")] == \
+        ["messages (jsonl)", "alpaca (json list)", "sharegpt (jsonl)", "csv"]
+    assert report["train"] + report["val"] == 160 and report["val"] == 8
+    assert run.stdout.splitlines()[0].split() == ["source", "format", "read", "rejected", "duplicates", "kept",
+                                                  "train", "val", "repeats", "unused"]
+    train = subprocess.run([sys.executable, str(REPO / "scripts" / "train_whoami.py"), "--model", "tiny", "--data",
+                            str(out / "train.jsonl"), "--steps", "4", "--no-self-test", "--no-export",
+                            "--out", str(tmp_path / "run")], capture_output=True, text=True, timeout=600)
+    assert train.returncode == 0, train.stderr
+    assert "152 examples" in train.stdout
