@@ -66,31 +66,35 @@ LONG_ANSWER = "這是一個非常非常長的回答，" * 8
 DATA_CASES = {
     "tsv_row_without_tab": lambda w: data_case(
         w, "data.tsv", "你是誰\t我是 F# 之神\nthis row has no tab\n",
-        ["{data}:2: expected `prompt<TAB>target`, found no tab"]),
+        ["{data}:2: expected `prompt<TAB>target`, found no tab"], "--strict"),
     "tsv_blank_answer": lambda w: data_case(
-        w, "data.tsv", "# header\n你是誰\t   \n", ["{data}:2: the target (answer) is empty"]),
+        w, "data.tsv", "# header\n你是誰\t   \n", ["{data}:2: the target (answer) is empty"], "--strict"),
     "tsv_only_comments": lambda w: data_case(
         w, "data.tsv", "# nothing but comments\n\n   \n# and blanks\n", ["{data}: no training rows"]),
     "jsonl_only_blank_lines": lambda w: data_case(w, "data.jsonl", "\n  \n\n", ["{data}: no training rows"]),
     "jsonl_invalid_json": lambda w: data_case(
         w, "data.jsonl", jsonl(GOOD_ROW, '{"messages": [{"role": "user", "content": "hi"}'),
-        ["{data}:2: invalid JSON"]),
+        ["{data}:2: invalid JSON"], "--strict"),
     "jsonl_unknown_role": lambda w: data_case(
         w, "data.jsonl", jsonl({"messages": [{"role": "robot", "content": "hi"}, GOOD_ROW["messages"][1]]}),
-        ["{data}:1: message 0: unknown role 'robot'"]),
+        ["{data}:1: message 0: unknown role 'robot'"], "--strict"),
     "jsonl_no_assistant_turn": lambda w: data_case(
         w, "data.jsonl", jsonl(GOOD_ROW, "", {"messages": [{"role": "user", "content": "hi"}]}),
-        ["{data}:3: no assistant turn to learn from"]),
+        ["{data}:3: no assistant turn to learn from"], "--strict"),
     "jsonl_whitespace_answer": lambda w: data_case(
         w, "data.jsonl", jsonl({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": " \t\n"}]}),
-        ["{data}:1: message 1: the assistant answer is empty"]),
+        ["{data}:1: message 1: the assistant answer is empty"], "--strict"),
     "every_answer_too_long": lambda w: data_case(
         w, "data.tsv", f"問一\t{LONG_ANSWER}\n問二\t{LONG_ANSWER}\n",
         ["no usable training example: all 2 answers are longer than --seq-len 16"], "--seq-len", "16"),
     "data_file_missing": lambda w: Case([*FAST_RUN, "--data", str(w / "nope.tsv"), "--out", str(w / "out")], 1,
                                         [f"{w / 'nope.tsv'}: data file not found"], w / "out"),
-    "data_unknown_format": lambda w: data_case(w, "data.csv", "a,b\n", ["{data}: unknown data format '.csv'"]),
-    "data_not_utf8": lambda w: data_case(w, "data.tsv", b"q\t\xff\xfe answer\n", ["{data}: not UTF-8 text"]),
+    "data_unknown_format": lambda w: data_case(w, "data.xml", "<a/>\n", ["{data}: unknown data format '.xml'"]),
+    "csv_without_the_columns": lambda w: data_case(w, "data.csv", "a,b\n1,2\n", ["{data}: no column 'prompt' in the header"]),
+    "data_not_utf8": lambda w: data_case(w, "data.tsv", b"q\t\xff\xfe answer\n", ["{data}:1: not UTF-8 text"], "--strict"),
+    "every_row_set_aside": lambda w: data_case(
+        w, "data.jsonl", jsonl('{"messages": [', {"messages": [{"role": "user", "content": "hi"}]}),
+        ["{data}: no training rows", "every row was set aside"]),
 }
 
 

@@ -307,3 +307,11 @@ def test_four_formats_prepared_then_trained_on(tmp_path):
                             "--out", str(tmp_path / "run")], capture_output=True, text=True, timeout=600)
     assert train.returncode == 0, train.stderr
     assert "152 examples" in train.stdout
+    with (tmp_path / "chat.jsonl").open("a", encoding="utf-8") as file:
+        file.write('{"messages": [{"role": "user", "content": "half a row"\n')
+    direct = subprocess.run([sys.executable, str(REPO / "scripts" / "train_whoami.py"), "--model", "tiny", "--data",
+                             str(tmp_path / "chat.jsonl"), "--steps", "1", "--no-self-test", "--no-export",
+                             "--out", str(tmp_path / "direct")], capture_output=True, text=True, timeout=600)
+    assert direct.returncode == 0, direct.stderr  # one file, one bad row: set aside, and the run goes on
+    assert (f"data: 41 rows read, 1 set aside, training on 40; first: {tmp_path / 'chat.jsonl'}:41: invalid JSON"
+            in direct.stdout)

@@ -22,12 +22,15 @@ import json
 import random
 import re
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 from .chat import render_chat
 from .data import TextEncoder, answer_spans, encode_segments, last_answer_length
+from .errors import TrainerError
 from .readers import Conversation
+from .sources import detect_format, stream_records, to_conversation
 from .tokenizer import QWEN3_SPECIAL_TOKENS
 
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # all but \t (09) and \n (0a)
@@ -101,6 +104,49 @@ def token_count(tokenizer: TextEncoder, conversation: Conversation) -> TokenCoun
     text = render_chat(list(conversation.messages), tools=conversation.tools)[: spans[-1][1]]
     ids, is_answer = encode_segments(tokenizer, text, spans)
     return TokenCount(len(ids), sum(is_answer), last_answer_length(is_answer))
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """A row that cannot be used: where it is, why, and its text as read."""
+
+    where: str
+    reason: str
+    raw: str
+
+    def as_json(self, source: str) -> dict:
+        return {"source": source, "where": self.where, "reason": self.reason, "raw": self.raw}
+
+
+def read_rows(path: Path, columns: dict[str, str] | None = None) -> Iterator[Conversation | Rejection]:
+    """Every record of a data file, in any format of trainer.sources: a normalised conversation that
+    passes `problem_with`, or the Rejection that says why not (streamed, one record at a time)."""
+    source_format = detect_format(path)
+    for record in stream_records(path, source_format, columns):
+        if record.row is None:
+            yield Rejection(record.where, record.problem or "unreadable", record.raw)
+            continue
+        try:
+            conversation = normalise(to_conversation(record.row, source_format.schema, record.where))
+        except TrainerError as error:
+            yield Rejection(record.where, str(error).removeprefix(f"{record.where}: "), record.raw)
+            continue
+        problem = problem_with(conversation)
+        yield conversation if problem is None else Rejection(record.where, problem, record.raw)
+
+
+def read_usable_rows(path: Path, strict: bool) -> tuple[list[Conversation], list[Rejection]]:
+    """(usable rows, rejections) of a data file; strict: the first rejection is a TrainerError
+    that starts with its FILE:LINE."""
+    usable, rejected = [], []
+    for row in read_rows(path):
+        if isinstance(row, Rejection):
+            if strict:
+                raise TrainerError(f"{row.where}: {row.reason}")
+            rejected.append(row)
+        else:
+            usable.append(row)
+    return usable, rejected
 
 
 def canonical(value) -> str:

@@ -75,6 +75,16 @@ def read_samples(path: str | Path) -> list[Sample]:
     raise TrainerError(f"{path}: unknown data format {suffix!r}; expected .tsv (prompt<TAB>target) or .jsonl")
 
 
+def prepared_file(data: str | Path, name: str) -> Path:
+    """--data as given, or, for a folder made by scripts/prepare_data.py, its `name` (train.jsonl, val.jsonl)."""
+    path = Path(data)
+    if not path.is_dir():
+        return path
+    if not (path / name).is_file():
+        raise TrainerError(f"{path}: a folder given as --data must hold {name} (scripts/prepare_data.py writes it)")
+    return path / name
+
+
 def _numbered_lines(path: str | Path) -> list[tuple[int, str]]:
     """(line number, text without the newline); a missing or non-UTF-8 file is a clear error."""
     try:

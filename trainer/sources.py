@@ -66,15 +66,21 @@ def detect_format(path: Path) -> SourceFormat:
     if suffix not in (".jsonl", ".json"):
         raise TrainerError(f"{path}: unknown data format {suffix!r}; expected .jsonl, .json, .tsv, .csv or .parquet")
     with path.open(encoding="utf-8", errors="replace") as file:
-        head = file.read(1 << 16).lstrip()
+        head = file.read(1 << 16)
+    lines = head.splitlines() if len(head) < 1 << 16 else head.splitlines()[:-1]  # the last may be cut off
+    head = head.lstrip()
     if head.startswith("["):
         rows = read_json_list(path)
-        return SourceFormat(json_schema(rows[0] if rows else {}, path), "json list")
-    first = next((line for line in head.splitlines() if line.strip()), "")
-    try:
-        row = json.loads(first)
-    except json.JSONDecodeError:
-        row = {}
+        return SourceFormat(json_schema(rows[0], path) if rows else "messages", "json list")
+    for line in lines:
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a broken row is quarantined later; the format comes from the first good one
+        if isinstance(row, dict):
+            break
+    else:
+        return SourceFormat("messages", "jsonl")  # no readable record: each row is set aside as it is read
     return SourceFormat(json_schema(row, path), "jsonl")
 
 

@@ -38,7 +38,8 @@ from .loss import default_ce_chunk
 from .paths import weights_dir
 from .plot import plot_loss
 from .quant import quant_transform
-from .readers import Conversation, PromptTarget, Sample, read_samples
+from .prepare import read_usable_rows
+from .readers import Conversation, PromptTarget, Sample, prepared_file
 from .template_check import check_model_template
 from .tiny import TINY_NAME, write_model_dir
 from .tokenizer import Tokenizer, load_tokenizer
@@ -94,6 +95,7 @@ class WhoAmISettings:
     # (None = on with the built-in set, off with --data)
     preserve_kl: float | None = None  # beta of KL(base || model) on rehearsal answers (0 = off; None = preset,
     # 0 without rehearsal or with --method full)
+    strict: bool = False  # --data: stop at the first bad row instead of setting bad rows aside
     gguf: str | None = None  # also write OUT/gguf/<OUT name>-<type>.gguf from OUT/merged (f32, f16, bf16, q8_0)
 
 
@@ -205,13 +207,22 @@ def build_example(sample: Sample, tokenizer: Tokenizer, seq_len: int) -> Example
     return example_from_messages(tokenizer, sample.messages, seq_len, sample.tools)
 
 
-def training_samples(settings: WhoAmISettings) -> list[Sample]:
-    """The built-in identity rows, or the rows of --data (an empty file is an error, not a no-op run)."""
+def training_samples(settings: WhoAmISettings, echo: Callable[[str], None]) -> list[Sample]:
+    """The built-in identity rows, or the rows of --data (a file, or a prepared folder's train.jsonl).
+
+    Bad rows are set aside and counted, with the first few named, while at least one row is left
+    (--strict: the first bad row stops the run). An empty file is an error, not a no-op run.
+    """
     if settings.data is None:
         return identity_rows(NEW_IDENTITY)
-    samples = read_samples(settings.data)
+    path = prepared_file(settings.data, "train.jsonl")
+    samples, rejected = read_usable_rows(path, settings.strict)
+    if rejected:
+        echo(f"data: {len(samples) + len(rejected)} rows read, {len(rejected)} set aside, training on {len(samples)}; "
+             "first: " + "; ".join(f"{r.where}: {r.reason}" for r in rejected[:3]) + " (--strict stops at the first)")
     if not samples:
-        raise TrainerError(f"{settings.data}: no training rows (the file is empty after skipping comments and blank lines)")
+        raise TrainerError(f"{path}: no training rows (the file is empty after skipping comments and blank lines, "
+                           "or every row was set aside)")
     return samples
 
 
@@ -455,7 +466,7 @@ def run_whoami(settings: WhoAmISettings, echo: Callable[[str], None] = print, pr
     check_out_dir(out, model_dir)
     check_model_template(model_dir, settings.trust_our_template, warn=lambda text: echo(f"warning: {text}"))
     config, tokenizer = load_config(model_dir), load_tokenizer(model_dir)
-    examples, skipped = build_examples(training_samples(settings), tokenizer, settings.seq_len)
+    examples, skipped = build_examples(training_samples(settings, echo), tokenizer, settings.seq_len)
     setup = prepare_training(settings, model_dir, config, out)
     before = evaluate_model(load_dense(model_dir, settings), settings) if settings.self_test and main else None
     if main:

@@ -20,7 +20,8 @@ from ..data import Example
 from ..errors import TrainerError
 from ..evaluate import REPLY_TOKENS, answer_perplexity, built_in_eval_sets, evaluate_whoami, json_valid_rate
 from ..loading import LoadedModel, load_inference_adapter, load_model, resolve_device
-from ..readers import Conversation, PromptTarget, read_samples
+from ..prepare import read_usable_rows
+from ..readers import Conversation, PromptTarget, prepared_file
 from ..whoami import NEW_IDENTITY
 from ..whoami_job import build_examples
 
@@ -40,9 +41,13 @@ class EvalSummary:
 def validation_samples(data: str | None) -> list:
     """--data rows, or the built-in held-out identity wordings answered with the new identity."""
     if data is not None:
-        samples = read_samples(data)
+        path = prepared_file(data, "val.jsonl")
+        samples, rejected = read_usable_rows(path, strict=False)
+        if rejected:
+            click.echo(f"data: {len(rejected)} rows of {path} set aside (first: {rejected[0].where}: "
+                       f"{rejected[0].reason})", err=True)
         if not samples:
-            raise TrainerError(f"{data}: no validation rows")
+            raise TrainerError(f"{path}: no validation rows")
         return samples
     return [PromptTarget(q, NEW_IDENTITY, "held-out identity") for q in built_in_eval_sets().identity]
 
@@ -86,8 +91,8 @@ def table(summary: EvalSummary) -> str:
 @click.option("--adapter", default=None, help="A PEFT LoRA adapter folder (OUT/adapter) applied on top of --model.")
 @click.option("--base", "base_name", default=None,
               help="The model before training, to count unchanged replies [default: --model itself when --adapter is given].")
-@click.option("--data", default=None, help="Validation JSONL ({\"messages\": [...], \"tags\": [...]}) or TSV; "
-                                            "default: the built-in held-out identity wordings.")
+@click.option("--data", default=None, help="A folder from scripts/prepare_data.py (its val.jsonl) or one validation file "
+                                            "(JSONL, JSON list, TSV, CSV); default: the built-in held-out identity wordings.")
 @click.option("--seq-len", type=click.IntRange(min=1), default=1024, help="Positions kept per validation row.")
 @click.option("--reply-tokens", type=click.IntRange(min=1), default=REPLY_TOKENS, help="Token budget of each generated reply.")
 @click.option("--quant", type=click.Choice(["none", "nf4"]), default="none", help="Load the linears as 4-bit NF4.")

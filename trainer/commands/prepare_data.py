@@ -25,9 +25,8 @@ from tqdm import tqdm
 from ..cli import AT_LEAST_ONE, ZERO_OR_MORE, user_errors_as_messages
 from ..errors import TrainerError
 from ..loading import resolve_model
-from ..prepare import (MIX_MODES, Row, mix, normalise, problem_with, prompt_key, row_key, split, to_json_row,
-                       token_count)
-from ..sources import detect_format, stream_records, to_conversation
+from ..prepare import MIX_MODES, Rejection, Row, mix, prompt_key, read_rows, row_key, split, to_json_row, token_count
+from ..sources import detect_format
 from ..tokenizer import load_tokenizer
 from ..weights import write_atomic
 
@@ -153,32 +152,24 @@ def prepare(out: Path, sources: dict[str, Path], formats: dict, weights: dict[st
     conflicts, counts = [], {}
     for name, path in sources.items():
         tally = tallies[name] = SourceTally(str(formats[name]))
-        for record in tqdm(stream_records(path, formats[name], columns), desc=name, unit=" rows", disable=None):
+        for item in tqdm(read_rows(path, columns), desc=name, unit=" rows", disable=None):
             tally.read += 1
-
-            def reject(reason: str) -> None:
-                tally.rejected[reason_kind(reason)] += 1
-                rejected.append({"source": name, "where": record.where, "reason": reason, "raw": record.raw})
-
-            if record.row is None:
-                reject(record.problem or "unreadable")
+            if isinstance(item, Rejection):
+                tally.rejected[reason_kind(item.reason)] += 1
+                rejected.append(item.as_json(name))
                 continue
+            conversation, problem = item, None
             try:
-                conversation = normalise(to_conversation(record.row, formats[name].schema, record.where))
-            except TrainerError as error:
-                reject(str(error).removeprefix(f"{record.where}: "))
-                continue
-            problem = problem_with(conversation)
-            if problem is None:
-                try:
-                    count = token_count(tokenizer, conversation)
-                except Exception as error:  # a template that cannot render it
-                    problem = f"the chat template cannot render it ({type(error).__name__}: {error})"
-                else:
-                    if count.last_answer > seq_len:
-                        problem = f"the last answer alone has {count.last_answer} tokens, more than --seq-len {seq_len}"
+                count = token_count(tokenizer, conversation)
+            except Exception as error:  # a template that cannot render it
+                problem = f"the chat template cannot render it ({type(error).__name__}: {error})"
+            else:
+                if count.last_answer > seq_len:
+                    problem = f"the last answer alone has {count.last_answer} tokens, more than --seq-len {seq_len}"
             if problem is not None:
-                reject(problem)
+                tally.rejected[reason_kind(problem)] += 1
+                rejected.append(Rejection(conversation.source, problem, json.dumps(to_json_row(
+                    Row(conversation, name, conversation.source, "")), ensure_ascii=False)).as_json(name))
                 continue
             key = row_key(conversation)
             if key in seen:
@@ -190,15 +181,15 @@ def prepare(out: Path, sources: dict[str, Path], formats: dict, weights: dict[st
             seen[key] = name
             tally.kept += 1
             counts[key] = count
-            row = Row(conversation, name, record.where, key)
+            row = Row(conversation, name, conversation.source, key)
             kept.append(row)
             asked = prompt_key(conversation)
             answer = conversation.messages[-1].get("content") or ""
             if asked in answers and answers[asked][0] != key:
                 if len(conflicts) < MAX_CONFLICT_EXAMPLES:
-                    conflicts.append({"first": answers[asked][1], "then": record.where,
+                    conflicts.append({"first": answers[asked][1], "then": conversation.source,
                                       "answers": [answers[asked][2][:200], answer[:200]]})
-            answers.setdefault(asked, (key, record.where, answer))
+            answers.setdefault(asked, (key, conversation.source, answer))
     conflict_total = sum(1 for row in kept if answers[prompt_key(row.conversation)][0] != row.key)
     val_ratio, min_val, seed = options["val_ratio"], options["min_val"], options["seed"]
     if len(kept) <= min_val:

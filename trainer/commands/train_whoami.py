@@ -22,7 +22,8 @@ def choice(field: str) -> click.Choice:
 @click.command(context_settings={"show_default": True})
 @click.option("--loss", type=choice("loss"), default="ce", help="Training loss: token cross-entropy on the answer.")
 @click.option("--model", default=DEFAULT_MODEL, help="Hub id, local Qwen3 folder, or `tiny` (offline tiny world).")
-@click.option("--data", default=None, help="TSV (prompt<TAB>target) or JSONL ({\"messages\": [...]}); default: built-in who-am-i set.")
+@click.option("--data", default=None, help="A folder from scripts/prepare_data.py (its train.jsonl; --val-every scores its "
+              "val.jsonl), or one file: JSONL (messages, Alpaca, ShareGPT), JSON list, TSV or CSV; default: built-in who-am-i set.")
 @click.option("--method", type=choice("method"), default="lora", help="lora: frozen base + adapters; full: train every weight.")
 @click.option("--steps", type=AT_LEAST_ONE, default=None, help="Optimizer steps [preset: tiny 100, real 150].")
 @click.option("--lr", type=POSITIVE, default=None, help="Peak learning rate [preset: tiny 1e-3, real 2e-4].")
@@ -67,6 +68,7 @@ def choice(field: str) -> click.Choice:
 @click.option("--preserve-kl", type=NON_NEGATIVE, default=None, metavar="BETA",
               help="Add BETA x KL(base || model) on rehearsal answers, the base being the same frozen weights with "
                    "the adapter off; 0 = off [preset: tiny 16, real 1; 0 without rehearsal or with --method full].")
+@click.option("--strict", is_flag=True, help="With --data: stop at the first bad row instead of setting bad rows aside.")
 @click.option("--gguf", type=click.Choice(GGUF_TYPES), default=None, metavar="TYPE",
               help="Also write OUT/gguf/<OUT name>-TYPE.gguf (f32, f16, bf16, q8_0) and an Ollama Modelfile, "
                    "for llama.cpp; needs pip install -e \".[gguf]\".")
