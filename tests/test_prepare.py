@@ -13,6 +13,8 @@ from click.testing import CliRunner
 
 from trainer.commands.prepare_data import main as prepare_main
 from trainer.errors import TrainerError
+from trainer.evaluate import is_usable
+from trainer.generate import Answer
 from trainer.prepare import (Row, mix, normalise, normalise_text, normalised_weights, problem_with, prompt_key,
                              row_key, split, val_score)
 from trainer.readers import Conversation
@@ -191,6 +193,16 @@ def test_mix_concat_interleave_and_resample_counts_and_determinism():
     assert resampled == mix(train, {"a": 1, "b": 1}, "resample", 50, seed=0)[0]
 
 
+@pytest.mark.parametrize(("text", "finished", "usable"), [
+    ("巴黎", True, True), ('{"n": 1}', True, True), ("", True, False), ("   ", True, False),
+    ("The capital is", False, False),  # cut at the token budget
+    ("I think I think I think I think", True, False),  # "I think " three times in a row
+    ("ha ha ha", True, True),  # a stretch under 8 characters does not count
+])
+def test_usable_means_not_empty_ended_by_the_model_and_no_loop(text, finished, usable):
+    assert is_usable(Answer(text, finished)) is usable
+
+
 def test_prompt_key_finds_one_prompt_with_two_answers():
     one, two = conversation(("user", "q"), ("assistant", "a")), conversation(("user", "q"), ("assistant", "b"))
     assert prompt_key(one) == prompt_key(two) and row_key(one) != row_key(two)
@@ -281,7 +293,8 @@ def test_four_formats_prepared_then_trained_on(tmp_path):
     """End to end: messages JSONL, an Alpaca list, ShareGPT JSONL and a CSV become train/val, and the
     tiny model trains on the result."""
     write_jsonl(tmp_path / "chat.jsonl", [{"messages": [{"role": "user", "content": f"你好 {i}"},
-                                                        {"role": "assistant", "content": f"你好！{i}"}]} for i in range(40)])
+                                                        {"role": "assistant", "content": f'{{"n": {i}}}'}],
+                                           "tags": ["json"]} for i in range(40)])
     (tmp_path / "alpaca.json").write_text(json.dumps([{"instruction": f"Say {i}", "input": "", "output": f"{i}"}
                                                       for i in range(40)]), encoding="utf-8")
     write_jsonl(tmp_path / "sg.jsonl", [{"conversations": [{"from": "human", "value": f"Hey {i}"},
@@ -303,10 +316,21 @@ def test_four_formats_prepared_then_trained_on(tmp_path):
     assert run.stdout.splitlines()[0].split() == ["source", "format", "read", "rejected", "duplicates", "kept",
                                                   "train", "val", "repeats", "unused"]
     train = subprocess.run([sys.executable, str(REPO / "scripts" / "train_whoami.py"), "--model", "tiny", "--data",
-                            str(out / "train.jsonl"), "--steps", "4", "--no-self-test", "--no-export",
+                            str(out), "--steps", "4", "--val-every", "2", "--no-self-test", "--no-export",
                             "--out", str(tmp_path / "run")], capture_output=True, text=True, timeout=600)
     assert train.returncode == 0, train.stderr
-    assert "152 examples" in train.stdout
+    assert "152 examples" in train.stdout  # the folder's train.jsonl
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    scored = [r for r in records if "val_perplexity" in r]
+    assert [r["step"] for r in scored] == [2, 4] and all("val_identity_hit" not in r for r in records)
+    for record in scored:  # its val.jsonl, scored while training
+        assert record["val_perplexity"] > 1 and 0 <= record["val_token_accuracy"] <= 1
+        assert 0 <= record["val_usability"] <= 1 and 0 <= record["val_json_valid"] <= 1
+    evaluated = subprocess.run([sys.executable, str(REPO / "scripts" / "eval.py"), "--model", "tiny", "--data", str(out),
+                                "--json"], capture_output=True, text=True, timeout=600)
+    assert evaluated.returncode == 0, evaluated.stderr
+    summary = json.loads(evaluated.stdout)
+    assert summary["rows"] == 8 and 0 <= summary["usability"] <= 1 and summary["json_valid_rate"] is not None
     with (tmp_path / "chat.jsonl").open("a", encoding="utf-8") as file:
         file.write('{"messages": [{"role": "user", "content": "half a row"\n')
     direct = subprocess.run([sys.executable, str(REPO / "scripts" / "train_whoami.py"), "--model", "tiny", "--data",

@@ -13,6 +13,7 @@ Teacher-forced (no generation): perplexity over answer tokens and token accuracy
 
 import json
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -22,7 +23,7 @@ from .chat import render_chat
 from .config import Qwen3Config
 from .data import Example, collate
 from .facts import Fact, reply_has_answer
-from .generate import answer_prompts, answer_questions
+from .generate import Answer, answer_prompts, answer_questions
 from .loss import answer_loss
 from .model import LoraAdapter, Weights, forward, head_weight
 from .readers import Conversation
@@ -112,15 +113,33 @@ def is_json(text: str) -> bool:
     return True
 
 
-def json_valid_rate(weights: Weights, config: Qwen3Config, tokenizer: Tokenizer, conversations: Sequence[Conversation],
-                    lora: LoraAdapter | None = None, max_new_tokens: int = 256) -> float | None:
-    """Share of rows tagged "json" whose generated last assistant reply parses as JSON (None: no such rows)."""
-    rows = [c for c in conversations if "json" in c.tags]
-    if not rows:
-        return None
+LOOP = re.compile(r"(.{8,}?)\1\1", re.DOTALL)  # a stretch of 8+ characters three times in a row
+JSON_TAGS = ("json", "json-only")
+
+
+def loops(text: str) -> bool:
+    """A reply loops when some stretch of at least 8 characters comes three times back to back."""
+    return LOOP.search(text) is not None
+
+
+def is_usable(answer: Answer) -> bool:
+    """Usable: not empty, ended by the model itself (<|im_end|> within its token budget), and no loop."""
+    return bool(answer.text.strip()) and answer.finished and not loops(answer.text)
+
+
+def last_turn_prompts(conversations: Sequence[Conversation]) -> list[str]:
+    """Each conversation rendered up to its last assistant turn, ready for that reply to be generated."""
     prompts = []
-    for row in rows:
+    for row in conversations:
         last = max(i for i, m in enumerate(row.messages) if m["role"] == "assistant")
         prompts.append(render_chat(list(row.messages[:last]), add_generation_prompt=True, tools=row.tools))
-    answers = answer_prompts(weights, config, tokenizer, prompts, max_new_tokens, lora)
-    return mean(is_json(answer.text.strip()) for answer in answers)
+    return prompts
+
+
+def reply_scores(weights: Weights, config: Qwen3Config, tokenizer: Tokenizer, conversations: Sequence[Conversation],
+                 lora: LoraAdapter | None = None, max_new_tokens: int = 256) -> tuple[float, float | None]:
+    """(usability rate, JSON validity on rows tagged json or json-only, None without such rows), from one
+    greedy reply per conversation to its last user turn."""
+    answers = answer_prompts(weights, config, tokenizer, last_turn_prompts(conversations), max_new_tokens, lora)
+    tagged = [answer for row, answer in zip(conversations, answers) if set(JSON_TAGS) & set(row.tags)]
+    return mean(is_usable(a) for a in answers), (mean(is_json(a.text.strip()) for a in tagged) if tagged else None)

@@ -5,6 +5,7 @@ notice and goes on; the numbers are in metrics.jsonl either way.
 """
 
 import json
+import math
 from pathlib import Path
 
 
@@ -31,6 +32,10 @@ def plot_loss(metrics_path: Path, png_path: Path) -> str:
     if held_out:
         loss_axis.plot([r["step"] for r in held_out], [r["val_rehearsal_loss"] for r in held_out], "o-",
                        color="tab:green", label="held-out rehearsal loss")
+    scored = [r for r in records if "val_perplexity" in r]  # a prepared folder's val.jsonl
+    if scored:
+        loss_axis.plot([r["step"] for r in scored], [math.log(r["val_perplexity"]) for r in scored], "o-",
+                       color="tab:red", label="val.jsonl answer loss")
     loss_axis.set_ylabel("cross-entropy loss")
     loss_axis.legend(loc="upper right")
     lr_axis = loss_axis.twinx()
@@ -38,9 +43,16 @@ def plot_loss(metrics_path: Path, png_path: Path) -> str:
     lr_axis.set_ylabel("learning rate", color="tab:orange")
     loss_axis.set_title("who-am-i training")
     hit_axis.plot([r["step"] for r in validated], [100 * r["val_identity_hit"] for r in validated], "o-",
-                  color="tab:purple")
+                  color="tab:purple", label="validation identity hit")
+    for key, color, label in (("val_usability", "tab:red", "val.jsonl usable replies"),
+                              ("val_json_valid", "tab:brown", "val.jsonl JSON replies that parse")):
+        points = [r for r in records if key in r]
+        if points:
+            hit_axis.plot([r["step"] for r in points], [100 * r[key] for r in points], "s-", color=color, label=label)
     hit_axis.set_ylim(-5, 105)
-    hit_axis.set_ylabel("validation identity hit %")
+    hit_axis.set_ylabel("validation %")
+    if scored:
+        hit_axis.legend(loc="lower right")
     hit_axis.set_xlabel("step")
     figure.tight_layout()
     temp = png_path.with_name(f".{png_path.name}.tmp.png")

@@ -5,7 +5,9 @@ Every --val-every steps the job scores the model as it is at that step (adapter 
   the final table uses, so stopping on it does not peek at the test, and the share of them
   answered exactly as taught;
 - answer loss of held-out rehearsal rows: the base's own replies to prompts never trained on
-  (it rises when training drifts away from the base).
+  (it rises when training drifts away from the base);
+- with a prepared folder as --data, its val.jsonl instead of the identity wordings: answer
+  perplexity, token accuracy, the share of usable replies and of parsing JSON replies.
 With --stop-when-learned, training ends once every validation wording has been answered exactly
 as taught at two validations in a row: more steps would only move the model further from what
 it knew. Exactly, because a model that half knows its new name ("我是 F#is華") already passes the
@@ -18,7 +20,8 @@ from dataclasses import dataclass
 
 from .config import Qwen3Config
 from .data import Example
-from .evaluate import answer_perplexity, claims_new_identity, mean
+from .readers import Conversation
+from .evaluate import answer_perplexity, claims_new_identity, mean, reply_scores
 from .generate import answer_questions
 from .model import LoraAdapter, Weights
 from .tokenizer import Tokenizer
@@ -30,19 +33,29 @@ Validation = Callable[[int], dict]  # finished steps -> metrics for that step's 
 
 @dataclass(frozen=True)
 class ValidationData:
-    identity_questions: tuple[str, ...]  # validation identity wordings
+    identity_questions: tuple[str, ...]  # validation identity wordings (empty: prepared data instead)
     identity_reply: str  # what they are taught to answer
     rehearsal_examples: tuple[Example, ...]  # held-out rehearsal rows (may be empty: no rehearsal)
+    data_conversations: tuple[Conversation, ...] = ()  # a prepared folder's val.jsonl rows
+    data_examples: tuple[Example, ...] = ()  # ... as training examples, for their answer perplexity
 
 
 def validation_scores(weights: Weights, config: Qwen3Config, tokenizer: Tokenizer, lora: LoraAdapter | None,
                       data: ValidationData, max_new_tokens: int) -> dict[str, float]:
     """{"val_identity_hit": share of wordings answered with the new identity, "val_identity_exact": share
-    answered exactly as taught, "val_rehearsal_loss": mean CE}."""
-    answers = [answer.text for answer in
-               answer_questions(weights, config, tokenizer, data.identity_questions, max_new_tokens, lora)]
-    scores = {"val_identity_hit": mean(claims_new_identity(answer) for answer in answers),
-              "val_identity_exact": mean(answer == data.identity_reply for answer in answers)}
+    answered exactly as taught, "val_rehearsal_loss": mean CE}; for prepared data instead of identity
+    wordings: val_perplexity, val_token_accuracy, val_usability and (rows tagged json) val_json_valid."""
+    scores = {}
+    if data.identity_questions:
+        answers = [answer.text for answer in
+                   answer_questions(weights, config, tokenizer, data.identity_questions, max_new_tokens, lora)]
+        scores |= {"val_identity_hit": mean(claims_new_identity(answer) for answer in answers),
+                   "val_identity_exact": mean(answer == data.identity_reply for answer in answers)}
+    if data.data_examples:
+        perplexity, accuracy = answer_perplexity(weights, config, data.data_examples, tokenizer.endoftext_id, lora)
+        usability, json_valid = reply_scores(weights, config, tokenizer, data.data_conversations, lora, max_new_tokens)
+        scores |= {"val_perplexity": perplexity, "val_token_accuracy": accuracy, "val_usability": usability} | \
+            ({"val_json_valid": json_valid} if json_valid is not None else {})
     if data.rehearsal_examples:
         perplexity, _ = answer_perplexity(weights, config, data.rehearsal_examples, tokenizer.endoftext_id, lora)
         scores["val_rehearsal_loss"] = math.log(perplexity)
@@ -62,6 +75,8 @@ def make_validation(score: Callable[[], dict[str, float]], every: int) -> Valida
         if every <= 0 or step % every:
             return {}
         scores = score()
+        if "val_identity_exact" not in scores:
+            return scores  # prepared data: no identity to have learned
         exact_rates.append(scores["val_identity_exact"])
         return scores | {"learned": is_learned(exact_rates)}
 

@@ -317,7 +317,12 @@ def validation(settings: WhoAmISettings, setup: TrainingSetup, config: Qwen3Conf
         return None
     examples = build_examples(as_samples(rehearsal, "validation"), tokenizer, settings.seq_len)[0] \
         if any(row.split == "validation" for row in rehearsal) else []
-    data = ValidationData(whoami_splits().identity_validation, NEW_IDENTITY, tuple(examples))
+    if settings.data is not None and Path(settings.data).is_dir():  # a prepared folder: score its val.jsonl
+        rows = tuple(read_usable_rows(prepared_file(settings.data, "val.jsonl"), strict=False)[0])
+        scored, _ = build_examples(rows, tokenizer, settings.seq_len)
+        data = ValidationData((), NEW_IDENTITY, tuple(examples), rows, tuple(scored))
+    else:
+        data = ValidationData(whoami_splits().identity_validation, NEW_IDENTITY, tuple(examples))
     score = lambda: validation_scores(setup.weights, config, tokenizer, current_adapter(settings, setup), data,  # noqa: E731
                                       settings.reply_tokens)
     return make_validation(score, settings.val_every)

@@ -18,7 +18,7 @@ import click
 from ..cli import DTYPE_CHOICES, DTYPE_HELP, chosen_dtype, user_errors_as_messages
 from ..data import Example
 from ..errors import TrainerError
-from ..evaluate import REPLY_TOKENS, answer_perplexity, built_in_eval_sets, evaluate_whoami, json_valid_rate
+from ..evaluate import REPLY_TOKENS, answer_perplexity, built_in_eval_sets, evaluate_whoami, reply_scores
 from ..loading import LoadedModel, load_inference_adapter, load_model, resolve_device
 from ..prepare import read_usable_rows
 from ..readers import Conversation, PromptTarget, prepared_file
@@ -35,7 +35,8 @@ class EvalSummary:
     leak_rate: float  # held-out facts and ordinary prompts answered with the new identity
     fact_retention: float  # held-out facts whose reply contains the expected answer
     unchanged_rate: float | None  # held-out ordinary prompts answered exactly as the base does (None: no base)
-    json_valid_rate: float | None  # rows tagged "json" whose reply parses (None: no such rows)
+    json_valid_rate: float | None  # rows tagged json or json-only whose reply parses (None: no such rows)
+    usability: float | None  # --data replies that are usable (see trainer.evaluate.is_usable; None: no --data)
 
 
 def validation_samples(data: str | None) -> list:
@@ -69,9 +70,10 @@ def summarize(model: LoadedModel, adapter, data: str | None, seq_len: int, base:
     whoami = evaluate_whoami(model.weights, model.config, model.tokenizer, built_in_eval_sets(), adapter,
                              base_replies(model, adapter, base, reply_tokens), reply_tokens)
     conversations = [s for s in samples if isinstance(s, Conversation)]
-    json_rate = json_valid_rate(model.weights, model.config, model.tokenizer, conversations, adapter)
+    usability, json_rate = reply_scores(model.weights, model.config, model.tokenizer, conversations, adapter,
+                                        reply_tokens) if conversations else (None, None)
     return EvalSummary(len(examples), perplexity, accuracy, whoami.identity_hit_rate, whoami.leak_rate,
-                       whoami.fact_retention, whoami.unchanged_rate, json_rate)
+                       whoami.fact_retention, whoami.unchanged_rate, json_rate, usability)
 
 
 def table(summary: EvalSummary) -> str:
@@ -82,7 +84,8 @@ def table(summary: EvalSummary) -> str:
             ("leak: held-out prompts answered with it", percent(summary.leak_rate)),
             ("fact retention (held-out facts)", percent(summary.fact_retention)),
             ("unchanged replies (held-out prompts)", percent(summary.unchanged_rate)),
-            ("JSON replies that parse (rows tagged json)", percent(summary.json_valid_rate))]
+            ("JSON replies that parse (rows tagged json)", percent(summary.json_valid_rate)),
+            ("usable replies (--data rows)", percent(summary.usability))]
     return "\n".join(f"{label:<44} {value:>10}" for label, value in rows)
 
 
