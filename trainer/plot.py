@@ -42,8 +42,9 @@ def plot_loss(metrics_path: Path, png_path: Path) -> str:
     lr_axis.plot(steps, [r["lr"] for r in records], color="tab:orange", linestyle="--", label="learning rate")
     lr_axis.set_ylabel("learning rate", color="tab:orange")
     loss_axis.set_title("who-am-i training")
-    hit_axis.plot([r["step"] for r in validated], [100 * r["val_identity_hit"] for r in validated], "o-",
-                  color="tab:purple", label="validation identity hit")
+    if validated or not scored:
+        hit_axis.plot([r["step"] for r in validated], [100 * r["val_identity_hit"] for r in validated], "o-",
+                      color="tab:purple", label="validation identity hit")
     for key, color, label in (("val_usability", "tab:red", "val.jsonl usable replies"),
                               ("val_json_valid", "tab:brown", "val.jsonl JSON replies that parse")):
         points = [r for r in records if key in r]
