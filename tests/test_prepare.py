@@ -339,3 +339,19 @@ def test_four_formats_prepared_then_trained_on(tmp_path):
     assert direct.returncode == 0, direct.stderr  # one file, one bad row: set aside, and the run goes on
     assert (f"data: 41 rows read, 1 set aside, training on 40; first: {tmp_path / 'chat.jsonl'}:41: invalid JSON"
             in direct.stdout)
+
+
+def test_the_before_after_table_shows_a_prepared_val_set():
+    from trainer.evaluate import EvalReport
+    from trainer.whoami_job import eval_table
+
+    before = EvalReport(0.0, 0.0, 1.0, None, {}, {"val_perplexity": 12.345, "val_token_accuracy": 0.5,
+                                                  "val_usability": 0.8, "val_json_valid": 0.25})
+    after = EvalReport(0.0, 0.0, 1.0, 1.0, {}, {"val_perplexity": 3.21, "val_token_accuracy": 0.9,
+                                                "val_usability": 1.0, "val_json_valid": 0.75})
+    lines = eval_table(before, after).splitlines()
+    assert lines[-3:] == [f"{'val.jsonl answer perplexity':<40} {'12.3':>8} {'3.21':>8}",
+                          f"{'val.jsonl usable replies':<40} {'80.0%':>8} {'100.0%':>8}",
+                          f"{'val.jsonl JSON replies that parse':<40} {'25.0%':>8} {'75.0%':>8}"]
+    plain = EvalReport(0.0, 0.0, 1.0, None, {})
+    assert len(eval_table(plain, plain).splitlines()) == 5  # the built-in set: the four rows only

@@ -60,6 +60,7 @@ class EvalReport:
     fact_retention: float  # held-out facts whose reply contains the expected answer
     unchanged_rate: float | None  # held-out ordinary prompts answered exactly as the base did (None: this is the base)
     replies: dict[str, str]  # every question asked -> the reply
+    val_scores: dict[str, float] | None = None  # a prepared folder's val.jsonl (see trainer.validation.prepared_scores)
 
 
 def evaluate_whoami(weights: Weights, config: Qwen3Config, tokenizer: Tokenizer, sets: EvalSets,

@@ -52,14 +52,22 @@ def validation_scores(weights: Weights, config: Qwen3Config, tokenizer: Tokenize
         scores |= {"val_identity_hit": mean(claims_new_identity(answer) for answer in answers),
                    "val_identity_exact": mean(answer == data.identity_reply for answer in answers)}
     if data.data_examples:
-        perplexity, accuracy = answer_perplexity(weights, config, data.data_examples, tokenizer.endoftext_id, lora)
-        usability, json_valid = reply_scores(weights, config, tokenizer, data.data_conversations, lora, max_new_tokens)
-        scores |= {"val_perplexity": perplexity, "val_token_accuracy": accuracy, "val_usability": usability} | \
-            ({"val_json_valid": json_valid} if json_valid is not None else {})
+        scores |= prepared_scores(weights, config, tokenizer, lora, data.data_conversations, data.data_examples,
+                                  max_new_tokens)
     if data.rehearsal_examples:
         perplexity, _ = answer_perplexity(weights, config, data.rehearsal_examples, tokenizer.endoftext_id, lora)
         scores["val_rehearsal_loss"] = math.log(perplexity)
     return scores
+
+
+def prepared_scores(weights: Weights, config: Qwen3Config, tokenizer: Tokenizer, lora: LoraAdapter | None,
+                    conversations: Sequence[Conversation], examples: Sequence[Example], max_new_tokens: int) -> dict[str, float]:
+    """A prepared val.jsonl: val_perplexity and val_token_accuracy on its answers, val_usability of the
+    greedy replies, and val_json_valid on rows tagged json or json-only (absent without such rows)."""
+    perplexity, accuracy = answer_perplexity(weights, config, examples, tokenizer.endoftext_id, lora)
+    usability, json_valid = reply_scores(weights, config, tokenizer, conversations, lora, max_new_tokens)
+    return {"val_perplexity": perplexity, "val_token_accuracy": accuracy, "val_usability": usability} | \
+        ({"val_json_valid": json_valid} if json_valid is not None else {})
 
 
 def is_learned(exact_rates: Sequence[float], in_a_row: int = LEARNED_IN_A_ROW) -> bool:

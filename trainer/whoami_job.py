@@ -48,7 +48,7 @@ from .train import (BatchLoss, LoopSettings, full_batch_loss, is_distributed, lo
 from .weights import is_out_of_space, load_weights, replace_dirs, space_message, write_atomic
 from .rehearsal import (REHEARSAL_FILE, RehearsalRow, as_samples, fixed_rows, read_rehearsal, self_distilled_rows,
                         write_rehearsal)
-from .validation import Validation, ValidationData, make_validation, validation_scores
+from .validation import Validation, ValidationData, make_validation, prepared_scores, validation_scores
 from .whoami import NEW_IDENTITY, identity_rows, whoami_splits
 
 DEFAULT_MODEL = "Qwen/Qwen3-4B-Instruct-2507"
@@ -310,6 +310,14 @@ def rehearsal_rows(settings: WhoAmISettings, setup: TrainingSetup, config: Qwen3
     return rows
 
 
+def prepared_validation(settings: WhoAmISettings, tokenizer: Tokenizer) -> tuple[tuple, tuple] | None:
+    """(rows, examples) of a prepared --data folder's val.jsonl; None when --data is not such a folder."""
+    if settings.data is None or not Path(settings.data).is_dir():
+        return None
+    rows = tuple(read_usable_rows(prepared_file(settings.data, "val.jsonl"), strict=False)[0])
+    return rows, tuple(build_examples(rows, tokenizer, settings.seq_len)[0])
+
+
 def validation(settings: WhoAmISettings, setup: TrainingSetup, config: Qwen3Config, tokenizer: Tokenizer,
                rehearsal: Sequence[RehearsalRow]) -> Validation | None:
     """Scores of the model as trained so far, every --val-every steps (None: never)."""
@@ -317,10 +325,9 @@ def validation(settings: WhoAmISettings, setup: TrainingSetup, config: Qwen3Conf
         return None
     examples = build_examples(as_samples(rehearsal, "validation"), tokenizer, settings.seq_len)[0] \
         if any(row.split == "validation" for row in rehearsal) else []
-    if settings.data is not None and Path(settings.data).is_dir():  # a prepared folder: score its val.jsonl
-        rows = tuple(read_usable_rows(prepared_file(settings.data, "val.jsonl"), strict=False)[0])
-        scored, _ = build_examples(rows, tokenizer, settings.seq_len)
-        data = ValidationData((), NEW_IDENTITY, tuple(examples), rows, tuple(scored))
+    prepared = prepared_validation(settings, tokenizer)
+    if prepared is not None:  # a prepared folder: score its val.jsonl instead of identity wordings
+        data = ValidationData((), NEW_IDENTITY, tuple(examples), *prepared)
     else:
         data = ValidationData(whoami_splits().identity_validation, NEW_IDENTITY, tuple(examples))
     score = lambda: validation_scores(setup.weights, config, tokenizer, current_adapter(settings, setup), data,  # noqa: E731
@@ -389,9 +396,14 @@ def save_json(path: Path, content: dict) -> None:
 
 
 def evaluate_model(model: LoadedModel, settings: WhoAmISettings, base_replies: dict[str, str] | None = None) -> EvalReport:
-    """The who-am-i evaluation on the built-in held-out prompts."""
-    return evaluate_whoami(model.weights, model.config, model.tokenizer, built_in_eval_sets(),
-                           base_replies=base_replies, max_new_tokens=settings.reply_tokens)
+    """The who-am-i evaluation on the built-in held-out prompts, and a prepared --data folder's val.jsonl."""
+    report = evaluate_whoami(model.weights, model.config, model.tokenizer, built_in_eval_sets(),
+                             base_replies=base_replies, max_new_tokens=settings.reply_tokens)
+    prepared = prepared_validation(settings, model.tokenizer)
+    if prepared is None:
+        return report
+    scores = prepared_scores(model.weights, model.config, model.tokenizer, None, *prepared, settings.reply_tokens)
+    return replace(report, val_scores=scores)
 
 
 def load_dense(model_dir: Path, settings: WhoAmISettings) -> LoadedModel:
@@ -533,4 +545,10 @@ def eval_table(before: EvalReport, after: EvalReport) -> str:
     cell = lambda value: "base" if value is None else f"{value:.1%}"  # noqa: E731
     lines = [f"{'':<40} {'before':>8} {'after':>8}"]
     lines += [f"{label:<40} {cell(getattr(before, key)):>8} {cell(getattr(after, key)):>8}" for label, key in rows]
+    scored = [("val.jsonl answer perplexity", "val_perplexity", "{:.3g}"),
+              ("val.jsonl usable replies", "val_usability", "{:.1%}"),
+              ("val.jsonl JSON replies that parse", "val_json_valid", "{:.1%}")]
+    for label, key, form in scored if before.val_scores and after.val_scores else ():
+        if key in before.val_scores:
+            lines.append(f"{label:<40} {form.format(before.val_scores[key]):>8} {form.format(after.val_scores[key]):>8}")
     return "\n".join(lines)
