@@ -30,7 +30,7 @@ from .chat import render_chat
 from .data import TextEncoder, answer_spans, encode_segments, last_answer_length
 from .errors import TrainerError
 from .readers import Conversation
-from .sources import detect_format, stream_records, to_conversation
+from .sources import SourceFormat, detect_format, stream_records, to_conversation
 from .tokenizer import QWEN3_SPECIAL_TOKENS
 
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # all but \t (09) and \n (0a)
@@ -118,10 +118,12 @@ class Rejection:
         return {"source": source, "where": self.where, "reason": self.reason, "raw": self.raw}
 
 
-def read_rows(path: Path, columns: dict[str, str] | None = None) -> Iterator[Conversation | Rejection]:
-    """Every record of a data file, in any format of trainer.sources: a normalised conversation that
-    passes `problem_with`, or the Rejection that says why not (streamed, one record at a time)."""
-    source_format = detect_format(path)
+def read_rows(path: Path, columns: dict[str, str] | None = None,
+              source_format: SourceFormat | None = None) -> Iterator[Conversation | Rejection]:
+    """Every record of a data file, in any format of trainer.sources (detected unless given): a
+    normalised conversation that passes `problem_with`, or the Rejection that says why not
+    (streamed, one record at a time)."""
+    source_format = source_format or detect_format(path)
     for record in stream_records(path, source_format, columns):
         if record.row is None:
             yield Rejection(record.where, record.problem or "unreadable", record.raw)

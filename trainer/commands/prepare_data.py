@@ -134,10 +134,7 @@ def main(ctx: click.Context, out: Path, recipe: Path | None, **options) -> None:
         raise click.UsageError("--total goes with --mix resample, and --mix resample needs --total")
     columns = parse_pairs(tuple(options["columns"].split(",")), "--columns", "prompt=COL,target=COL") \
         if options["columns"] else {}
-    for path in sources.values():
-        if not path.is_file():
-            raise TrainerError(f"{path}: data file not found")
-    formats = {name: detect_format(path) for name, path in sources.items()}
+    formats = {name: detect_format(path) for name, path in sources.items()}  # a missing file is one line here
     tokenizer = load_tokenizer(resolve_model(options["model"]) if options["model"] != "tiny" else "tiny")
     report = prepare(out, sources, formats, weights, columns, tokenizer, options)
     click.echo(report_table(report))
@@ -152,7 +149,7 @@ def prepare(out: Path, sources: dict[str, Path], formats: dict, weights: dict[st
     conflicts, counts = [], {}
     for name, path in sources.items():
         tally = tallies[name] = SourceTally(str(formats[name]))
-        for item in tqdm(read_rows(path, columns), desc=name, unit=" rows", disable=None):
+        for item in tqdm(read_rows(path, columns, formats[name]), desc=name, unit=" rows", disable=None):
             tally.read += 1
             if isinstance(item, Rejection):
                 tally.rejected[reason_kind(item.reason)] += 1
