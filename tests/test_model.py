@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from trainer.config import load_config
-from trainer.model import (LoraAdapter, SwiGLU, apply_rope, attention_allowed, forward, forward_cached,
-                           grouped_attention, linear, lora_names, project_to_logits, rms_norm, rope_cos_sin)
+from trainer.model import (LoraAdapter, RMSNorm, SwiGLU, apply_rope, attention_allowed, causal_alone_suffices,
+                           forward, forward_cached, grouped_attention, linear, lora_names, project_to_logits, rms_norm,
+                           rope_cos_sin)
 from trainer.weights import load_weights
 
 # Parity configs: tied/untied, GQA ratios 1, 2, 4, head_dim != hidden/heads, several RoPE bases,
@@ -29,6 +30,45 @@ def test_rms_norm_hand_values():
     x = torch.tensor([[3.0, 4.0]])  # mean square 12.5
     out = rms_norm(x, torch.tensor([1.0, 2.0]), eps=0.0)
     assert torch.allclose(out, torch.tensor([[3 / math.sqrt(12.5), 8 / math.sqrt(12.5)]]))
+
+
+def plain_rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """The same formula through plain autograd (transformers' Qwen3RMSNorm computes it so)."""
+    x32 = x.float()
+    return weight * (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype)
+
+
+def test_rms_norm_gradients_equal_plain_autograd():
+    """RMSNorm's hand-written backward in float32 (it computes in float32 whatever comes in, so
+    a float64 gradcheck does not apply)."""
+    x = (3 * torch.randn(2, 3, 8)).requires_grad_()
+    weight = (1 + 0.3 * torch.randn(8)).requires_grad_()
+    grad = torch.randn(2, 3, 8)
+    ours = torch.autograd.grad(RMSNorm.apply(x, weight, 1e-6), (x, weight), grad)
+    plain = torch.autograd.grad(plain_rms_norm(x, weight, 1e-6), (x, weight), grad)
+    assert all(torch.allclose(o, p, rtol=1e-5, atol=1e-6) for o, p in zip(ours, plain))
+    assert ours[0].abs().max() > 0.1 and ours[1].abs().max() > 0.1
+
+
+def test_rms_norm_per_head_weight_and_bf16_backward():
+    """q_norm: one weight [D] for every head of [B, heads, T, D]; bf16 grads within bf16 rounding of plain autograd."""
+    x = torch.randn(2, 4, 5, 16).bfloat16().requires_grad_()
+    weight = (1 + 0.3 * torch.randn(16)).bfloat16().requires_grad_()
+    grad = torch.randn(2, 4, 5, 16).bfloat16()
+    assert torch.equal(rms_norm(x, weight, 1e-6), plain_rms_norm(x, weight, 1e-6))
+    ours = torch.autograd.grad(rms_norm(x, weight, 1e-6), (x, weight), grad)
+    plain = torch.autograd.grad(plain_rms_norm(x, weight, 1e-6), (x, weight), grad)
+    for o, p in zip(ours, plain):
+        assert o.dtype == torch.bfloat16 and o.shape == p.shape
+        assert (o.float() - p.float()).abs().max() <= 0.02 * p.float().abs().max()
+
+
+def test_rms_norm_keeps_no_float32_copy_for_backward():
+    x = torch.randn(3, 8).bfloat16().requires_grad_()
+    out = rms_norm(x, torch.ones(8, dtype=torch.bfloat16), 1e-6)
+    saved = out.grad_fn.saved_tensors
+    assert [t.dtype for t in saved] == [torch.bfloat16, torch.bfloat16, torch.float32]
+    assert saved[2].shape == (3, 1)  # 1/rms only, not [3, 8]
 
 
 def test_rms_norm_eps_and_dtype():
@@ -81,6 +121,20 @@ def test_attention_allowed_is_block_diagonal_for_packed_rows():
         [0, 0, 1, 1, 1, 0],
         [0, 0, 0, 0, 0, 1],  # padding sees only itself
     ]
+
+
+def test_causal_alone_suffices_only_for_right_padded_single_examples_without_cache():
+    right_padded = torch.tensor([[1, 1, 1], [1, 0, 0]])
+    assert causal_alone_suffices(right_padded, past_len=0)
+    assert not causal_alone_suffices(right_padded, past_len=2)  # new queries sit after cached keys
+    assert not causal_alone_suffices(torch.tensor([[0, 1, 1]]), past_len=0)  # left padding
+    assert not causal_alone_suffices(torch.tensor([[1, 1, 2]]), past_len=0)  # two packed examples
+
+
+def test_grouped_attention_causal_equals_the_causal_mask():
+    q, k, v = torch.randn(2, 4, 6, 8), torch.randn(2, 2, 6, 8), torch.randn(2, 2, 6, 8)
+    masked = grouped_attention(q, k, v, attention_allowed(torch.ones(2, 6, dtype=torch.long), 6))
+    assert torch.allclose(grouped_attention(q, k, v, None), masked, atol=1e-6)
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,7 @@ KVCache = tuple[tuple[Tensor, Tensor], ...]
 class LoraAdapter:
     """Low-rank updates added to frozen linears: y = W x + B (A dropout(x)) * scale."""
 
-    tensors: dict[str, Tensor]  # PEFT names: lora_A [r, in] and lora_B [out, r] per adapted linear
+    tensors: dict[str, Tensor]  # PEFT names: lora_A [r, in] and lora_B [out, r]; cast to x's dtype at use
     scale: float  # alpha / r
     dropout: float  # dropout probability on the adapter's input
     training: bool  # dropout is applied only while training
@@ -52,7 +52,7 @@ class AttentionInputs:
 
     cos: Tensor  # [B, T, D] float32
     sin: Tensor  # [B, T, D] float32
-    allowed: Tensor  # [B, 1, T, S] bool: may query t see key s
+    allowed: Tensor | None  # [B, 1, T, S] bool: may query t see key s; None = causal alone suffices
 
 
 def lora_names(name: str) -> tuple[str, str]:
@@ -74,15 +74,43 @@ def linear(x: Tensor, weights: Weights, name: str, lora: LoraAdapter | None = No
         return y
     if lora.training and lora.dropout > 0:
         x = F.dropout(x, lora.dropout)
-    low_rank = F.linear(x, lora.tensors[a_name]) * lora.scale  # [.., r]: scaling r values, not out
-    return y + F.linear(low_rank, lora.tensors[b_name])
+    low_rank = F.linear(x, lora.tensors[a_name].to(x.dtype)) * lora.scale  # [.., r]: scaling r values, not out
+    return y + F.linear(low_rank, lora.tensors[b_name].to(x.dtype))
+
+
+class RMSNorm(torch.autograd.Function):
+    """weight * x / rms(x) over the last dim, with the mean square taken in float32 so bf16 does
+    not drift; x [.., H] -> [.., H], weight [H].
+
+    Plain autograd would keep a float32 copy of x for backward (twice the bytes of bf16 x, and
+    four of these norms run per layer); this keeps x as it came and 1/rms [.., 1]. Backward, with
+    n = x / rms and g = d loss / d n:   d loss / dx = (g - n * mean(g * n)) / rms.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, weight: Tensor, eps: float) -> Tensor:
+        x32 = x.float()
+        inv_rms = torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)  # [.., 1] float32
+        ctx.save_for_backward(x, weight, inv_rms)
+        return weight * (x32 * inv_rms).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, Tensor | None, None]:
+        x, weight, inv_rms = ctx.saved_tensors
+        normed = x.float() * inv_rms  # [.., H] float32
+        grad_weight = (grad * normed.to(x.dtype)).sum_to_size(weight.shape) if ctx.needs_input_grad[1] else None
+        grad_normed = (grad * weight).float()  # [.., H]
+        grad_x = inv_rms * (grad_normed - normed * (grad_normed * normed).mean(-1, keepdim=True))
+        return grad_x.to(x.dtype), grad_weight, None
 
 
 def rms_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:
-    """x / rms(x) * weight over the last dim; the mean square is taken in float32 so bf16 does not drift."""
-    x32 = x.float()
-    normed = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)
-    return weight * normed.to(x.dtype)
+    """x [.., H] / rms(x) * weight [H]. In float32 plain autograd keeps nothing extra (x.float() is
+    x itself), so it computes the norm there as it always has, rounding for rounding: the tiny
+    world, built in float32, comes out the same. Narrower x goes through RMSNorm."""
+    if x.dtype != torch.float32:
+        return RMSNorm.apply(x, weight, eps)
+    return weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps))
 
 
 # RoPE layout. Qwen3 checkpoints use the "rotate-half" convention: dimension i is paired
@@ -124,6 +152,20 @@ def attention_allowed(key_segments: Tensor, query_len: int) -> Tensor:
     return (causal & (same_example | (key_pos == query_pos)))[:, None]  # [B, 1, T, S]
 
 
+def causal_alone_suffices(attention_mask: Tensor, past_len: int) -> bool:
+    """True when a plain causal mask gives every real token exactly the keys it may see:
+    no cache, and each row [B, T] of 0/1 is one example whose padding, if any, is at its end.
+
+    Padding queries then also see the real tokens before them, but nothing reads their
+    outputs: no real query sees them and they carry no loss. The fused kernels skip the
+    masked half of the work when told "causal", and never build a [B, 1, T, S] mask.
+    """
+    if past_len > 0:
+        return False
+    ones_then_zeros = attention_mask[:, 1:] <= attention_mask[:, :-1]  # [B, T - 1]
+    return bool((attention_mask.max() <= 1) & ones_then_zeros.all())
+
+
 def attention_inputs(config: Qwen3Config, input_ids: Tensor, attention_mask: Tensor | None,
                      position_ids: Tensor | None, past_len: int) -> AttentionInputs:
     """RoPE angles and mask for T new tokens after past_len cached ones.
@@ -138,7 +180,8 @@ def attention_inputs(config: Qwen3Config, input_ids: Tensor, attention_mask: Ten
     if position_ids is None:
         position_ids = ((attention_mask > 0).long().cumsum(-1) - 1).clamp(min=0)[:, -new:]  # [B, T]
     cos, sin = rope_cos_sin(position_ids, config.head_dim, config.rope_theta)
-    return AttentionInputs(cos, sin, attention_allowed(attention_mask, new))
+    causal = causal_alone_suffices(attention_mask, past_len)
+    return AttentionInputs(cos, sin, None if causal else attention_allowed(attention_mask, new))
 
 
 def split_heads(x: Tensor, head_dim: int) -> Tensor:
@@ -147,19 +190,22 @@ def split_heads(x: Tensor, head_dim: int) -> Tensor:
     return x.view(batch, length, -1, head_dim).transpose(1, 2)
 
 
-def grouped_attention(q: Tensor, k: Tensor, v: Tensor, allowed: Tensor) -> Tensor:
-    """q [B, QH, T, D], k and v [B, KVH, S, D], allowed [B, 1, T, S] -> [B, QH, T, D].
+def grouped_attention(q: Tensor, k: Tensor, v: Tensor, allowed: Tensor | None) -> Tensor:
+    """q [B, QH, T, D], k and v [B, KVH, S, D], allowed [B, 1, T, S] or None (causal) -> [B, QH, T, D].
 
     Each key/value head serves QH / KVH consecutive query heads. On CPU the fused kernel
-    reads the shared heads in place (enable_gqa). CUDA's fused kernels do not take grouped
-    heads together with a mask (SDPA would fall back to one that stores [B, QH, T, S]
-    scores), so there the key/value heads are repeated to QH first.
+    reads the shared heads in place (enable_gqa), and so does CUDA's flash kernel for a
+    causal bf16/fp16 call (one Qwen3-4B layer at T = 2048 on an H200, forward + backward:
+    0.54 ms, against 0.79 with repeated heads and 0.97 with a mask). With a mask or in
+    float32, CUDA's fused kernels do not take grouped heads (SDPA would fall back to one that
+    stores [B, QH, T, S] scores), so there the key/value heads are repeated to QH first.
     """
-    if q.device.type == "cpu":
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, enable_gqa=True)
+    causal = allowed is None
+    if q.device.type == "cpu" or (causal and q.dtype != torch.float32):
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, is_causal=causal, enable_gqa=True)
     group = q.shape[1] // k.shape[1]
     return F.scaled_dot_product_attention(q, k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1),
-                                          attn_mask=allowed)
+                                          attn_mask=allowed, is_causal=causal)
 
 
 def attention(weights: Weights, config: Qwen3Config, layer: int, x: Tensor, inputs: AttentionInputs,
