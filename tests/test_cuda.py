@@ -48,10 +48,11 @@ def answer_batch(batch: int, length: int, answer: int):
     return collate(examples, pad_id=0)
 
 
-def test_forward_on_cuda_matches_cpu():
+@pytest.mark.parametrize("second_row", ["right_padded", "packed"])  # the causal-only path, then the masked one
+def test_forward_on_cuda_matches_cpu(second_row):
     weights, ids = random_weights(), random_ids(2, 33)
     mask = torch.ones_like(ids)
-    mask[1, 20:] = 0  # right padding in the second row
+    mask[1, 20:] = 0 if second_row == "right_padded" else 2
     on_cpu = forward(weights, SMALL, ids, mask)
     on_gpu = forward(on(weights, "cuda"), SMALL, ids.cuda(), mask.cuda())
     assert (on_gpu.cpu() - on_cpu)[mask.bool()].abs().max() < 1e-4

@@ -46,12 +46,15 @@ def chunk_loss_and_grads(hidden: Tensor, head: Tensor, targets: Tensor, want_hea
                          want_hidden_grad: bool = True) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
     """hidden [n, H], head [V, H], targets [n] -> (summed CE, correct count, d/dhidden [n, H], d/dhead [V, H])."""
     logits = (hidden @ head.T).float()  # [n, V], upcast: softmax in float32
-    best_id = logits.argmax(dim=-1)  # [n]
-    log_norm = torch.logsumexp(logits, dim=-1)  # [n]
-    loss = (log_norm - logits.gather(1, targets[:, None])[:, 0]).sum()
+    top, best_id = logits.max(dim=-1)  # [n], [n]
+    target_logit = logits.gather(1, targets[:, None])[:, 0]  # [n]
+    # log-sum-exp written out, in place, so no second [n, V] buffer is made (torch.logsumexp makes one on CUDA)
+    shifted_exp = logits.sub_(top[:, None]).exp_()  # [n, V]: exp(logits - top), logits are not needed any more
+    total = shifted_exp.sum(dim=-1)  # [n]
+    loss = (top + total.log() - target_logit).sum()
     if not (want_hidden_grad or want_head_grad):
         return loss, (best_id == targets).sum(), None, None
-    dlogits = logits.sub_(log_norm[:, None]).exp_()  # softmax, in place: logits are not needed any more
+    dlogits = shifted_exp.div_(total[:, None])  # softmax
     dlogits[torch.arange(len(targets), device=targets.device), targets] -= 1
     dlogits = dlogits.to(head.dtype)
     grad_head = dlogits.T @ hidden if want_head_grad else None  # [V, H]

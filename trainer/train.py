@@ -46,13 +46,19 @@ class StepResult:
 
 
 def scrub_non_finite_grads(params: Sequence[Tensor]) -> int:
-    """Set NaN and ±Inf gradient entries to 0 in place; return how many there were."""
+    """Set NaN and ±Inf gradient entries to 0 in place; return how many there were.
+
+    A finite total norm proves every entry finite, so the usual step costs one fused norm and
+    one wait for the device instead of one wait per tensor (hundreds of LoRA tensors on a GPU).
+    """
+    grads = [param.grad for param in params if param.grad is not None]
+    if not grads or torch.isfinite(torch.nn.utils.get_total_norm(grads)):
+        return 0
     scrubbed = 0
-    for param in params:
-        if param.grad is not None:
-            bad = ~torch.isfinite(param.grad)
-            scrubbed += int(bad.sum())
-            param.grad.masked_fill_(bad, 0.0)
+    for grad in grads:
+        bad = ~torch.isfinite(grad)
+        scrubbed += int(bad.sum())
+        grad.masked_fill_(bad, 0.0)
     return scrubbed
 
 
@@ -231,7 +237,10 @@ def step_batches(examples: Sequence[Example], step: int, settings: LoopSettings)
 
 
 def make_optimizer(params: Sequence[Tensor], settings: LoopSettings) -> torch.optim.AdamW:
-    return torch.optim.AdamW(params, lr=settings.lr, betas=(0.9, 0.999), weight_decay=settings.weight_decay)
+    """AdamW; on CUDA its fused kernel (one launch for all the LoRA tensors, no temporaries)."""
+    fused = settings.device.startswith("cuda")
+    return torch.optim.AdamW(params, lr=settings.lr, betas=(0.9, 0.999), weight_decay=settings.weight_decay,
+                             fused=fused or None)
 
 
 Checkpointer = Callable[[int, torch.optim.Optimizer], object]  # (finished steps, optimizer) -> saved folder
