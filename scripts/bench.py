@@ -13,7 +13,9 @@ pays for the other's imports, allocator state or peak memory. Both see:
   batch: long prompt, short answer);
 - the same adapter: rank 16, alpha 32, no dropout, all seven projections, with PEFT's lora_A
   overwritten by ours, so the two runs should report the same losses step for step;
-- AdamW (no weight decay) and gradient clipping at 1.0.
+- AdamW (no weight decay) and gradient clipping at 1.0;
+- activation checkpointing on or off for both (`--grad-checkpoint`; by default as the trainer
+  runs: on for CUDA, off on CPU; transformers through gradient_checkpointing_enable).
 Time is counted after --warmup steps; tokens/s is real tokens per second of the median step.
 Beside it, the useful GFLOPS of that step (trainer.flops counts them from the shapes) and, in
 the same run, this machine's matmul peak in the same dtype, so every figure has a share of the
@@ -71,6 +73,7 @@ class BenchSettings:
     device: str  # cpu or cuda
     dtype: str  # compute dtype of the frozen weights
     quant: str  # none or nf4 (4-bit frozen projections)
+    grad_checkpoint: bool  # recompute each layer in backward (both stacks)
     seed: int  # weights, rows and LoRA A
     checkpoint: str | None  # folder both stacks load from; None = build weights in memory
 
@@ -170,7 +173,7 @@ def our_weights(config: Qwen3Config, settings: BenchSettings) -> Weights:
         return load_weights(settings.checkpoint, config, dtype, settings.device, transform)
     weights = {}
     for name, shape in expected_shapes(config).items():
-        tensor = random_tensor(name, shape, settings.seed).to(settings.device).to(dtype)
+        tensor = random_tensor(name, shape, settings.seed, settings.device).to(dtype)
         weights[name] = transform(name, tensor) if transform else tensor
     return weights
 
@@ -185,7 +188,7 @@ def run_ours(config: Qwen3Config, settings: BenchSettings) -> dict:
     optimizer = make_optimizer(params, loop)
     batch = move_batch(our_batch(*synthetic_rows(config, settings)), settings.device)
     batch_loss = lora_batch_loss(weights, config, lora, LORA, DTYPES[settings.dtype],
-                                 default_ce_chunk(config.vocab_size))
+                                 default_ce_chunk(config.vocab_size), settings.grad_checkpoint)
     result = timed_steps(lambda: train_step(batch_loss, params, optimizer, [batch], GRAD_CLIP).loss,
                          settings, int(batch.attention_mask.sum()))
     return result | {"trainable": sum(p.numel() for p in params)}
@@ -211,11 +214,11 @@ def reference_base(config: Qwen3Config, settings: BenchSettings):
                                                 quantization_config=quant)
     with torch.device(settings.device):
         model = Qwen3ForCausalLM._from_config(HFQwen3Config(**config_to_json(config)), dtype=dtype)
-    fill_from_seed(model, config, settings.seed)
+    fill_from_seed(model, config, settings.seed, settings.device)
     return model
 
 
-def fill_from_seed(model: torch.nn.Module, config: Qwen3Config, seed: int) -> None:
+def fill_from_seed(model: torch.nn.Module, config: Qwen3Config, seed: int, device: str) -> None:
     """Overwrite every parameter with the tensor our stack builds for the same name (tied head once)."""
     shapes = expected_shapes(config)
     params = dict(model.named_parameters())
@@ -223,7 +226,7 @@ def fill_from_seed(model: torch.nn.Module, config: Qwen3Config, seed: int) -> No
         raise TrainerError(f"transformers' parameter names differ from ours: {sorted(set(params) ^ set(shapes))[:10]}")
     with torch.no_grad():
         for name, param in params.items():
-            param.copy_(random_tensor(name, shapes[name], seed))
+            param.copy_(random_tensor(name, shapes[name], seed, device))
 
 
 def reference_model(config: Qwen3Config, settings: BenchSettings):
@@ -234,6 +237,8 @@ def reference_model(config: Qwen3Config, settings: BenchSettings):
     peft_config = LoraConfig(r=LORA.r, lora_alpha=LORA.alpha, lora_dropout=LORA.dropout,
                              target_modules=list(LORA.targets), bias="none", task_type="CAUSAL_LM")
     model = get_peft_model(reference_base(config, settings), peft_config)
+    if settings.grad_checkpoint:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     ours = init_lora(config, LORA, settings.seed)
     with torch.no_grad():
         for name, param in model.named_parameters():
@@ -282,7 +287,7 @@ def run_stack(stack: str, settings: BenchSettings) -> dict:
     config = SHAPES[settings.shape]
     if settings.quant == "nf4" and not settings.checkpoint:
         with tempfile.TemporaryDirectory(prefix="bench-checkpoint-") as folder:
-            make_random_checkpoint(config, Path(folder), settings.seed)
+            make_random_checkpoint(config, Path(folder), settings.seed, device=settings.device)
             return run_stack(stack, replace(settings, checkpoint=folder))
     runner = {"ours": run_ours, "reference": run_reference}[stack]
     result = runner(config, settings)
@@ -301,7 +306,8 @@ def child_args(stack: str, settings: BenchSettings) -> list[str]:
     args = ["--stack", stack, "--json", "--shape", settings.shape, "--steps", str(settings.steps),
             "--warmup", str(settings.warmup), "--batch-size", str(settings.batch_size),
             "--seq-len", str(settings.seq_len), "--device", settings.device, "--dtype", settings.dtype,
-            "--quant", settings.quant, "--seed", str(settings.seed)]
+            "--quant", settings.quant, "--seed", str(settings.seed),
+            "--grad-checkpoint" if settings.grad_checkpoint else "--no-grad-checkpoint"]
     return args + (["--checkpoint", settings.checkpoint] if settings.checkpoint else [])
 
 
@@ -319,7 +325,7 @@ def run_both(settings: BenchSettings) -> list[dict]:
     check_runnable(settings)
     if settings.quant == "nf4" and not settings.checkpoint:
         with tempfile.TemporaryDirectory(prefix="bench-checkpoint-") as folder:
-            make_random_checkpoint(SHAPES[settings.shape], Path(folder), settings.seed)
+            make_random_checkpoint(SHAPES[settings.shape], Path(folder), settings.seed, device=settings.device)
             return run_both(replace(settings, checkpoint=folder))
     return [run_child(stack, settings) for stack in STACKS]
 
@@ -335,6 +341,7 @@ def table(rows: list[dict], peak_gflops: float) -> str:
     first = rows[0]
     lines = [f"{first['shape']} on {first['device']}, {first['dtype']}, quant {first['quant']}, LoRA r{LORA.r} "
              f"on {len(LORA.targets)} projections, batch {first['batch_size']} x {first['seq_len']}, "
+             f"activation checkpointing {'on' if first['grad_checkpoint'] else 'off'}, "
              f"{first['steps']} timed steps after {first['warmup']} warmup",
              f"useful work {first['step_flops'] / 1e9:.1f} GFLOP a step (trainer/flops.py); this machine's "
              f"{first['dtype']} matmul peak now: {peak_gflops:.0f} GFLOPS ({PEAK_SIZE}x{PEAK_SIZE})",
@@ -418,6 +425,8 @@ def finite_or_fail(rows: list[dict]) -> None:
 @click.option("--dtype", type=click.Choice(DTYPE_CHOICES), default="auto", help=DTYPE_HELP)
 @click.option("--quant", type=click.Choice(["none", "nf4"]), default="none",
               help="nf4: 4-bit frozen projections (ours: trainer.quant; reference: BitsAndBytesConfig).")
+@click.option("--grad-checkpoint/--no-grad-checkpoint", default=None,
+              help="Recompute each layer during backward, in both stacks [default: on for CUDA, off on CPU].")
 @click.option("--seed", default=0, help="Seed of the weights, the rows and LoRA A.")
 @click.option("--checkpoint", type=click.Path(exists=True, file_okay=False), default=None,
               help="Both stacks load this folder (made by make_random_checkpoint.py --shape SHAPE) "
@@ -428,6 +437,8 @@ def finite_or_fail(rows: list[dict]) -> None:
 @user_errors_as_messages
 def main(load_dir: Path | None, stack: str, as_json: bool, **options) -> None:
     options["dtype"], why = resolve_dtype(options["dtype"], options["device"])
+    if options["grad_checkpoint"] is None:
+        options["grad_checkpoint"] = options["device"] == "cuda"  # as the trainer does
     settings = BenchSettings(**options)
     if not load_dir:
         check_runnable(settings)
