@@ -15,8 +15,10 @@ from trainer.commands.prepare_data import main as prepare_main
 from trainer.errors import TrainerError
 from trainer.evaluate import is_usable
 from trainer.generate import Answer
-from trainer.prepare import (Row, mix, normalise, normalise_text, normalised_weights, problem_with, prompt_key,
-                             row_key, split, val_score)
+from trainer.chat import render_chat
+from trainer.data import answer_spans, encode_segments, last_answer_length
+from trainer.prepare import (Row, TokenCount, answer_pieces, mix, normalise, normalise_text, normalised_weights,
+                             problem_with, prompt_key, row_key, split, token_counts, val_score)
 from trainer.readers import Conversation
 from trainer.sources import detect_format, stream_records, to_conversation
 
@@ -146,7 +148,7 @@ def rows(source: str, count: int, start: int = 0) -> list[Row]:
     made = []
     for i in range(start, start + count):
         talk = conversation(("user", f"{source} question {i}"), ("assistant", f"answer {i}"))
-        made.append(Row(talk, source, f"{source}:{i}", row_key(talk)))
+        made.append(Row(row_key(talk), source, at=i, size=0))
     return made
 
 
@@ -246,6 +248,43 @@ def test_quarantine_accounts_for_every_row(tmp_path):
     assert rejected[0]["raw"] == "{not json"
     lines = (tmp_path / "out" / "train.jsonl").read_text(encoding="utf-8").splitlines()
     assert len(lines) == counts["train"] and json.loads(lines[0])["source"] == "mixed"
+
+
+def test_batched_token_counts_equal_tokenizing_each_row_as_training_does(qwen_tokenizer):
+    talks = [conversation(("user", "法國的首都是哪裡？"), ("assistant", "巴黎")),
+             conversation(("system", "Be brief."), ("user", "2+2?"), ("assistant", "4"), ("user", "and 3+3?"),
+                          ("assistant", "6, of course.")),
+             Conversation(({"role": "user", "content": "weather?"},
+                           {"role": "assistant", "content": "", "tool_calls": [
+                               {"type": "function", "id": "c1", "function": {"name": "get", "arguments": "{}"}}]},
+                           {"role": "tool", "content": "sunny"}, {"role": "assistant", "content": "Sunny."}),
+                          tools=({"type": "function", "function": {"name": "get", "parameters": {}}},))]
+    counts = token_counts(qwen_tokenizer, [answer_pieces(talk) for talk in talks])
+    for talk, count in zip(talks, counts):
+        spans = answer_spans(talk.messages, talk.tools)
+        text = render_chat(list(talk.messages), tools=talk.tools)[: spans[-1][1]]
+        ids, is_answer = encode_segments(qwen_tokenizer, text, spans)
+        assert count == TokenCount(len(ids), sum(is_answer), last_answer_length(is_answer))
+    assert counts[0].answer == 2 and counts[1].last_answer < counts[1].answer  # 巴黎 <|im_end|>; two answers
+
+
+def test_the_report_counts_tokens_per_source(tmp_path):
+    short = write_jsonl(tmp_path / "short.jsonl", [{"messages": [{"role": "user", "content": f"q{i}"},
+                                                                  {"role": "assistant", "content": "ok"}]}
+                                                    for i in range(20)])
+    long = write_jsonl(tmp_path / "long.jsonl", [{"messages": [{"role": "user", "content": f"tell me {i} " * 40},
+                                                                {"role": "assistant", "content": "fine " * 30}]}
+                                                  for i in range(10)])
+    result = CliRunner().invoke(prepare_main, [str(tmp_path / "out"), "--source", f"short={short}", "--source",
+                                               f"long={long}", "--min-val", "3", "--seq-len", "100"])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "out" / "report.json").read_text(encoding="utf-8"))
+    short_tokens, long_tokens = report["sources"]["short"]["tokens"], report["sources"]["long"]["tokens"]
+    assert short_tokens["rows"] == 20 and long_tokens["rows"] == 10 and report["tokens"]["rows"] == 30
+    assert short_tokens["max"] < 20 < long_tokens["p50"] and report["tokens"]["max"] == long_tokens["max"]
+    assert short_tokens["over_seq_len"] == 0 and long_tokens["over_seq_len"] == 10 == report["tokens"]["over_seq_len"]
+    assert long_tokens["answer_share"] < short_tokens["answer_share"]
+    assert "tokens per row" in result.output and result.output.splitlines()[-1].split()[0] == "all"
 
 
 def test_same_inputs_and_seed_give_byte_identical_outputs(tmp_path):

@@ -8,6 +8,8 @@ not given.
   trimmed.
 - `problem_with`: why a conversation cannot be trained on (role order, empty turns, chat markup
   typed into the text), or None.
+- `answer_pieces` and `token_counts`: a conversation as training tokenizes it, counted for a
+  whole chunk of rows in one tokenizer call.
 - `row_key`: the deduplication hash of the normalised messages and tools; `prompt_key` the same
   for every turn before the last answer, which finds conflicts (one prompt, two answers).
 - `val_score`: where a row falls in [0, 1), from its key and the seed alone, so a row's side of
@@ -25,9 +27,10 @@ import unicodedata
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Protocol
 
 from .chat import render_chat
-from .data import TextEncoder, answer_spans, encode_segments, last_answer_length
+from .data import answer_spans
 from .errors import TrainerError
 from .readers import Conversation
 from .sources import SourceFormat, detect_format, stream_records, to_conversation
@@ -38,14 +41,21 @@ CHAT_MARKUP = tuple(token for token in QWEN3_SPECIAL_TOKENS if token.startswith(
 MIX_MODES = ("concat", "interleave", "resample")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Row:
-    """A conversation that passed every check, with its source and where it was read."""
+    """A kept row as the split and the mix see it: a few fields, not the conversation, so that a
+    million of them fit in memory; its text waits in the command's spool file."""
 
-    conversation: Conversation
-    source: str
-    where: str
     key: str  # row_key: the deduplication hash
+    source: str  # the --source NAME it came from
+    at: int  # where its line starts in the spool file
+    size: int  # the line's length in bytes
+
+
+class BatchCounter(Protocol):
+    """What token counting needs from a tokenizer (trainer.tokenizer.Tokenizer has it)."""
+
+    def count_tokens(self, texts: list[str]) -> list[int]: ...
 
 
 def normalise_text(text: str) -> str:
@@ -98,12 +108,27 @@ class TokenCount:
     last_answer: int  # tokens of the final answer, which must fit in --seq-len
 
 
-def token_count(tokenizer: TextEncoder, conversation: Conversation) -> TokenCount:
-    """Tokenized the way training tokenizes it (see trainer.data.example_from_messages)."""
+def answer_pieces(conversation: Conversation) -> list[tuple[str, bool]]:
+    """The conversation rendered up to its last answer, cut at every answer's borders into
+    (text, is_answer) pieces: the pieces trainer.data.encode_segments tokenizes one by one."""
     spans = answer_spans(conversation.messages, conversation.tools)
     text = render_chat(list(conversation.messages), tools=conversation.tools)[: spans[-1][1]]
-    ids, is_answer = encode_segments(tokenizer, text, spans)
-    return TokenCount(len(ids), sum(is_answer), last_answer_length(is_answer))
+    pieces, cursor = [], 0
+    for start, end in spans:
+        pieces += [(text[cursor:start], False), (text[start:end], True)]
+        cursor = end
+    return [(piece, is_answer) for piece, is_answer in pieces if piece]
+
+
+def token_counts(tokenizer: BatchCounter, rows: Sequence[list[tuple[str, bool]]]) -> list[TokenCount]:
+    """The TokenCount of every row's answer_pieces, from one tokenizer call for all of them (the
+    tokenizer spreads a batch over the cores). A row's last piece is its last answer."""
+    lengths = iter(tokenizer.count_tokens([piece for pieces in rows for piece, _ in pieces]))
+    counts = []
+    for pieces in rows:
+        sizes = [(next(lengths), is_answer) for _, is_answer in pieces]
+        counts.append(TokenCount(sum(n for n, _ in sizes), sum(n for n, is_answer in sizes if is_answer), sizes[-1][0]))
+    return counts
 
 
 @dataclass(frozen=True)
@@ -160,9 +185,10 @@ def row_key(conversation: Conversation) -> str:
     return hashlib.sha256(canonical([list(conversation.messages), conversation.tools]).encode()).hexdigest()
 
 
-def prompt_key(conversation: Conversation) -> str:
-    """sha256 of everything before the last answer (and the tools)."""
-    return hashlib.sha256(canonical([list(conversation.messages[:-1]), conversation.tools]).encode()).hexdigest()
+def prompt_key(conversation: Conversation) -> bytes:
+    """sha256 of everything before the last answer (and the tools), as 32 bytes (half the memory
+    of hex, for the one entry per kept row that conflict finding holds)."""
+    return hashlib.sha256(canonical([list(conversation.messages[:-1]), conversation.tools]).encode()).digest()
 
 
 def val_score(key: str, seed: int) -> float:
@@ -226,12 +252,11 @@ def mix(train: dict[str, list[Row]], weights: dict[str, float], mode: str, total
     return mixed, repeats
 
 
-def to_json_row(row: Row) -> dict:
+def to_json_row(conversation: Conversation, source: str) -> dict:
     """A line of train.jsonl / val.jsonl: the guide's schema plus source and tags."""
-    conversation = row.conversation
     line = {"messages": list(conversation.messages)}
     if conversation.tools:
         line["tools"] = list(conversation.tools)
     if conversation.id is not None:
         line["id"] = conversation.id
-    return line | {"tags": list(conversation.tags), "source": row.source}
+    return line | {"tags": list(conversation.tags), "source": source}

@@ -57,6 +57,10 @@ class Tokenizer:
         """Token ids for `text`; special tokens written in the text become their ids, no BOS."""
         return self.backend.encode(text, add_special_tokens=False).ids
 
+    def count_tokens(self, texts: list[str]) -> list[int]:
+        """How many ids each text encodes to, for many texts in one call (spread over the cores)."""
+        return [len(encoding.ids) for encoding in self.backend.encode_batch(texts, add_special_tokens=False)]
+
     def decode(self, ids: Sequence[int]) -> str:
         """Text for `ids`, keeping special tokens so chat markup survives a round trip."""
         return self.backend.decode(list(ids), skip_special_tokens=False)

@@ -11,12 +11,18 @@ every input). For every source, rows read = rejected + duplicates + kept.
 
 import hashlib
 import json
+import os
 import re
-import statistics
+import shutil
+import tempfile
 import tomllib
+from array import array
 from collections import Counter
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import BinaryIO
 
 import click
 from click.core import ParameterSource
@@ -25,12 +31,15 @@ from tqdm import tqdm
 from ..cli import AT_LEAST_ONE, ZERO_OR_MORE, user_errors_as_messages
 from ..errors import TrainerError
 from ..loading import resolve_model
-from ..prepare import MIX_MODES, Rejection, Row, mix, prompt_key, read_rows, row_key, split, to_json_row, token_count
+from ..prepare import (MIX_MODES, Rejection, Row, TokenCount, answer_pieces, mix, prompt_key, read_rows, row_key, split,
+                       to_json_row, token_counts)
+from ..readers import Conversation
 from ..sources import detect_format
 from ..tokenizer import load_tokenizer
 from ..weights import write_atomic
 
 MAX_CONFLICT_EXAMPLES = 10
+CHUNK_ROWS = 1024  # rows read, checked and token-counted together (one tokenizer call)
 
 
 @dataclass
@@ -87,13 +96,71 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def write_jsonl(path: Path, rows: list[dict]) -> None:
-    text = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
-    write_atomic(path, lambda temp: temp.write_text(text, encoding="utf-8"))
-
-
 def percentile(values: list[int], share: float) -> int:
     return sorted(values)[min(len(values) - 1, int(share * len(values)))] if values else 0
+
+
+class Spool:
+    """Kept rows wait here, one line each, until the split and the mix decide their order: a
+    temporary file (deleted on close) holds `WHERE NUL JSON`, and a Row holds only its offset,
+    so a million rows cost a few hundred MB of memory, not their text. (A file path never holds
+    NUL, and json.dumps escapes it in the text.)"""
+
+    def __init__(self) -> None:
+        self.file = tempfile.TemporaryFile(prefix="prepare-spool-")
+        self.size = 0
+
+    def add(self, key: str, source: str, where: str, line: str) -> Row:
+        data = f"{where}\0{line}\n".encode()
+        self.file.write(data)
+        self.size += len(data)
+        return Row(key, source, self.size - len(data), len(data))
+
+    def read(self, row: Row) -> tuple[str, dict]:
+        """(where, the JSON row) of a kept row."""
+        where, line = self.entry(row).decode().split("\0", 1)
+        return where, json.loads(line)
+
+    def entry(self, row: Row) -> bytes:
+        self.file.seek(row.at)
+        data = self.file.read(row.size)
+        self.file.seek(0, os.SEEK_END)
+        return data
+
+    def write_lines(self, path: Path, rows: list[Row]) -> None:
+        """The rows' JSON lines, in this order, into `path` (atomically)."""
+        write_atomic(path, partial(self.write_to, rows))
+
+    def write_to(self, rows: list[Row], path: Path) -> None:
+        with path.open("wb") as out:
+            for row in rows:
+                out.write(self.entry(row).split(b"\0", 1)[1])
+
+
+def chunked(items: Iterator, size: int) -> Iterator[list]:
+    chunk = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def measure(tokenizer, conversations: list[Conversation], seq_len: int) -> list[TokenCount | str]:
+    """Each conversation's TokenCount, or why it cannot be used (the template cannot render it,
+    or its last answer alone is longer than seq_len); one tokenizer call for them all."""
+    pieces: list[list[tuple[str, bool]] | str] = []
+    for conversation in conversations:
+        try:
+            pieces.append(answer_pieces(conversation))
+        except Exception as error:  # a template that cannot render it
+            pieces.append(f"the chat template cannot render it ({type(error).__name__}: {error})")
+    counts = iter(token_counts(tokenizer, [p for p in pieces if not isinstance(p, str)]))
+    results = [p if isinstance(p, str) else next(counts) for p in pieces]
+    return [f"the last answer alone has {r.last_answer} tokens, more than --seq-len {seq_len}"
+            if isinstance(r, TokenCount) and r.last_answer > seq_len else r for r in results]
 
 
 @click.command(context_settings={"show_default": True})
@@ -143,69 +210,91 @@ def main(ctx: click.Context, out: Path, recipe: Path | None, **options) -> None:
 def prepare(out: Path, sources: dict[str, Path], formats: dict, weights: dict[str, float], columns: dict[str, str],
             tokenizer, options: dict) -> dict:
     """Read every source, write OUT/, return the report."""
-    seq_len, tallies, kept, rejected = options["seq_len"], {}, [], []
+    spool, rejected, tallies, kept = Spool(), tempfile.TemporaryFile(prefix="prepare-rejected-"), {}, []
     seen: dict[str, str] = {}  # row key -> the source that kept it
-    answers: dict[str, tuple[str, str, str]] = {}  # prompt key -> (row key, where, last answer)
-    conflicts, counts = [], {}
-    for name, path in sources.items():
-        tally = tallies[name] = SourceTally(str(formats[name]))
-        for item in tqdm(read_rows(path, columns, formats[name]), desc=name, unit=" rows", disable=None):
-            tally.read += 1
-            if isinstance(item, Rejection):
-                tally.rejected[reason_kind(item.reason)] += 1
-                rejected.append(item.as_json(name))
-                continue
-            conversation, problem = item, None
-            try:
-                count = token_count(tokenizer, conversation)
-            except Exception as error:  # a template that cannot render it
-                problem = f"the chat template cannot render it ({type(error).__name__}: {error})"
-            else:
-                if count.last_answer > seq_len:
-                    problem = f"the last answer alone has {count.last_answer} tokens, more than --seq-len {seq_len}"
-            if problem is not None:
-                tally.rejected[reason_kind(problem)] += 1
-                rejected.append(Rejection(conversation.source, problem, json.dumps(to_json_row(
-                    Row(conversation, name, conversation.source, "")), ensure_ascii=False)).as_json(name))
-                continue
-            key = row_key(conversation)
-            if key in seen:
-                if seen[key] == name:
-                    tally.duplicates_within += 1
-                else:
-                    tally.duplicates_across += 1
-                continue
-            seen[key] = name
-            tally.kept += 1
-            counts[key] = count
-            row = Row(conversation, name, conversation.source, key)
-            kept.append(row)
-            asked = prompt_key(conversation)
-            answer = conversation.messages[-1].get("content") or ""
-            if asked in answers and answers[asked][0] != key:
-                if len(conflicts) < MAX_CONFLICT_EXAMPLES:
-                    conflicts.append({"first": answers[asked][1], "then": conversation.source,
-                                      "answers": [answers[asked][2][:200], answer[:200]]})
-            answers.setdefault(asked, (key, conversation.source, answer))
-    conflict_total = sum(1 for row in kept if answers[prompt_key(row.conversation)][0] != row.key)
-    val_ratio, min_val, seed = options["val_ratio"], options["min_val"], options["seed"]
-    if len(kept) <= min_val:
-        raise TrainerError(f"only {len(kept)} unique rows are usable ({len(rejected)} rejected): too few for "
-                           f"--min-val {min_val} and a train split; lower --min-val")
-    train, val = split(kept, val_ratio, min_val, seed)
-    by_source = {name: [row for row in train if row.source == name] for name in sources}
-    mixed, repeats = mix(by_source, weights, options["mix"], options["total"], seed)
-    out.mkdir(parents=True, exist_ok=True)
-    write_jsonl(out / "train.jsonl", [to_json_row(row) for row in mixed])
-    write_jsonl(out / "val.jsonl", [to_json_row(row) for row in val])
-    write_jsonl(out / "rejected.jsonl", rejected)
-    report = build_report(sources, tallies, mixed, val, repeats, counts, conflicts, conflict_total, options)
+    first_answer: dict[bytes, Row] = {}  # prompt key -> the first kept row with that prompt
+    conflicts = {"count": 0, "examples": []}
+    tokens = {name: {"total": array("l"), "answer": array("l")} for name in sources}
+    with spool.file, rejected:
+        for name, path in sources.items():
+            tally = tallies[name] = SourceTally(str(formats[name]))
+            rows = tqdm(read_rows(path, columns, formats[name]), desc=name, unit=" rows", disable=None)
+            for chunk in chunked(iter(rows), CHUNK_ROWS):
+                tally.read += len(chunk)
+                usable = []
+                for item in chunk:
+                    if isinstance(item, Rejection):
+                        reject(tally, rejected, item, name)
+                    else:
+                        usable.append(item)
+                for conversation, count in zip(usable, measure(tokenizer, usable, options["seq_len"])):
+                    if isinstance(count, str):
+                        line = json.dumps(to_json_row(conversation, name), ensure_ascii=False)
+                        reject(tally, rejected, Rejection(conversation.source, count, line), name)
+                        continue
+                    row = keep(conversation, name, tally, seen, spool)
+                    if row is None:
+                        continue
+                    kept.append(row)
+                    tokens[name]["total"].append(count.total)
+                    tokens[name]["answer"].append(count.answer)
+                    note_conflict(conversation, row, first_answer, conflicts, spool)
+        if len(kept) <= options["min_val"]:
+            raise TrainerError(f"only {len(kept)} unique rows are usable ({sum(t.rejected.total() for t in tallies.values())} "
+                               f"rejected): too few for --min-val {options['min_val']} and a train split; lower --min-val")
+        train, val = split(kept, options["val_ratio"], options["min_val"], options["seed"])
+        by_source = {name: [row for row in train if row.source == name] for name in sources}
+        mixed, repeats = mix(by_source, weights, options["mix"], options["total"], options["seed"])
+        out.mkdir(parents=True, exist_ok=True)
+        spool.write_lines(out / "train.jsonl", mixed)
+        spool.write_lines(out / "val.jsonl", val)
+        write_atomic(out / "rejected.jsonl", partial(copy_from_start, rejected))
+    report = build_report(sources, tallies, mixed, val, repeats, tokens, conflicts, options)
     write_json(out / "report.json", report)
     recipe = {key: (list(value) if isinstance(value, tuple) else value) for key, value in options.items()}
     write_json(out / "recipe.json", recipe | {"inputs": {name: {"path": str(path), "bytes": path.stat().st_size,
                                                                  "sha256": sha256_of(path)}
                                                           for name, path in sources.items()}})
     return report
+
+
+def copy_from_start(source: BinaryIO, path: Path) -> None:
+    source.seek(0)
+    with path.open("wb") as target:
+        shutil.copyfileobj(source, target)
+
+
+def reject(tally: SourceTally, rejected: BinaryIO, rejection: Rejection, name: str) -> None:
+    tally.rejected[reason_kind(rejection.reason)] += 1
+    rejected.write((json.dumps(rejection.as_json(name), ensure_ascii=False) + "\n").encode())
+
+
+def keep(conversation: Conversation, name: str, tally: SourceTally, seen: dict[str, str], spool: Spool) -> Row | None:
+    """The conversation spooled as a kept Row, or None (counted) when an earlier row has its key."""
+    key = row_key(conversation)
+    if key in seen:
+        if seen[key] == name:
+            tally.duplicates_within += 1
+        else:
+            tally.duplicates_across += 1
+        return None
+    seen[key] = name
+    tally.kept += 1
+    return spool.add(key, name, conversation.source, json.dumps(to_json_row(conversation, name), ensure_ascii=False))
+
+
+def note_conflict(conversation: Conversation, row: Row, first_answer: dict[bytes, Row], conflicts: dict,
+                  spool: Spool) -> None:
+    """Count a kept row whose prompt an earlier kept row already answered differently (a few as examples)."""
+    asked = prompt_key(conversation)
+    first = first_answer.setdefault(asked, row)
+    if first is row:
+        return
+    conflicts["count"] += 1
+    if len(conflicts["examples"]) < MAX_CONFLICT_EXAMPLES:
+        where, line = spool.read(first)
+        answers = [line["messages"][-1].get("content") or "", conversation.messages[-1].get("content") or ""]
+        conflicts["examples"].append({"first": where, "then": conversation.source, "answers": [a[:200] for a in answers]})
 
 
 def reason_kind(reason: str) -> str:
@@ -218,43 +307,52 @@ def write_json(path: Path, content: dict) -> None:
     write_atomic(path, lambda temp: temp.write_text(text, encoding="utf-8"))
 
 
-def build_report(sources, tallies, mixed, val, repeats, counts, conflicts, conflict_total, options) -> dict:
-    unused = {name: 0 for name in sources}
+def token_stats(totals: Sequence[int], answers: Sequence[int], seq_len: int) -> dict:
+    """Tokens per row as the chat template renders it: p50, p95, max, answer share, rows over seq_len."""
+    return {"rows": len(totals), "p50": percentile(totals, 0.5), "p95": percentile(totals, 0.95),
+            "max": max(totals, default=0), "answer_share": round(sum(answers) / max(1, sum(totals)), 4),
+            "over_seq_len": sum(t > seq_len for t in totals)}
+
+
+def build_report(sources, tallies, mixed, val, repeats, tokens, conflicts, options) -> dict:
     per_source = {}
     for name in sources:
         tally = tallies[name]
         in_train = sum(row.source == name for row in mixed)
         in_val = sum(row.source == name for row in val)
         unique_train = tally.kept - in_val
-        unused[name] = max(0, unique_train - (in_train - repeats[name]))
         per_source[name] = {
-            "format": tally.format, "read": tally.read, "rejected": sum(tally.rejected.values()),
+            "format": tally.format, "read": tally.read, "rejected": tally.rejected.total(),
             "duplicates": tally.duplicates_within + tally.duplicates_across, "kept": tally.kept,
-            "train": in_train, "val": in_val, "repeats": repeats[name], "unused": unused[name],
+            "train": in_train, "val": in_val, "repeats": repeats[name],
+            "unused": max(0, unique_train - (in_train - repeats[name])),
             "duplicates_within": tally.duplicates_within, "duplicates_across": tally.duplicates_across,
             "rejected_by_reason": dict(tally.rejected.most_common()),
+            "tokens": token_stats(tokens[name]["total"], tokens[name]["answer"], options["seq_len"]),
         }
-    totals = [c.total for c in counts.values()]
-    answers = sum(c.answer for c in counts.values())
+    every_total = [n for name in sources for n in tokens[name]["total"]]
+    every_answer = [n for name in sources for n in tokens[name]["answer"]]
     return {
         "sources": per_source,
         "train": len(mixed), "val": len(val),
-        "conflicts": {"count": conflict_total, "examples": conflicts},
-        "tokens": {"p50": int(statistics.median(totals)) if totals else 0, "p95": percentile(totals, 0.95),
-                   "max": max(totals, default=0), "answer_share": round(answers / max(1, sum(totals)), 4),
-                   "over_seq_len": sum(t > options["seq_len"] for t in totals)},
+        "conflicts": conflicts,
+        "tokens": token_stats(every_total, every_answer, options["seq_len"]),
     }
 
 
 def report_table(report: dict) -> str:
+    """Rows per source (read = rejected + duplicates + kept), then tokens per kept row per source."""
     keys = ("read", "rejected", "duplicates", "kept", "train", "val", "repeats", "unused")
     lines = [f"{'source':<16} {'format':<22}" + "".join(f"{key:>11}" for key in keys)]
     for name, row in report["sources"].items():
         lines.append(f"{name:<16} {row['format']:<22}" + "".join(f"{row[key]:>11}" for key in keys))
-    tokens = report["tokens"]
     lines.append(f"train {report['train']} rows, val {report['val']} rows; conflicts (one prompt, two answers, kept): "
-                 f"{report['conflicts']['count']}; tokens per row p50 {tokens['p50']}, p95 {tokens['p95']}, "
-                 f"max {tokens['max']}; answer share {tokens['answer_share']:.1%}; over --seq-len {tokens['over_seq_len']}")
+                 f"{report['conflicts']['count']}")
+    token_keys = ("p50", "p95", "max", "answer_share", "over_seq_len")
+    lines.append(f"{'tokens per row':<39}" + "".join(f"{key:>13}" for key in token_keys))
+    for name, tokens in [*((name, row["tokens"]) for name, row in report["sources"].items()), ("all", report["tokens"])]:
+        values = [f"{tokens[key]:.1%}" if key == "answer_share" else tokens[key] for key in token_keys]
+        lines.append(f"{name:<39}" + "".join(f"{value:>13}" for value in values))
     return "\n".join(lines)
 
 
