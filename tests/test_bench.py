@@ -145,3 +145,28 @@ def test_gpu_check_is_valid_bash_and_stops_early_without_a_gpu():
     assert result.returncode != 0
     assert "torch sees no CUDA device" in result.stderr
     assert "benchmark" not in result.stdout  # nothing after the machine check ran
+
+
+def test_bench_data_finds_the_planted_trouble_and_accounts_for_every_row():
+    result = run_script("bench_data.py", "--rows", "4000", "--reference", "none")
+    assert result.returncode == 0, result.stderr
+    header, ours = result.stdout.splitlines()
+    assert header.split()[:2] == ["run", "rows"] and ours.startswith("ours, 4 sources in 4 formats")
+    assert ours.split()[-4] == "4,000"
+    report = json.loads(next(line for line in result.stderr.splitlines() if line.startswith("{")))
+    assert list(report) == ["chat", "alpaca", "sharegpt", "faq"]
+    assert sum(counts["read"] for counts in report.values()) == 4000
+    for counts in report.values():
+        assert counts["read"] == counts["rejected"] + counts["duplicates"] + counts["kept"] > 0
+        assert counts["rejected"] > 0 and counts["duplicates_within"] > 0
+    assert report["alpaca"]["duplicates_across"] > 0 and report["sharegpt"]["duplicates_across"] > 0
+    assert report["faq"]["format"] == "csv" and report["alpaca"]["format"] == "alpaca (jsonl)"
+
+
+def test_bench_data_without_datasets_says_how_to_install_it():
+    result = subprocess.run([sys.executable, "-c", "import sys; sys.modules['datasets'] = None; "
+                             "sys.argv = ['bench_data.py', '--rows', '10']; sys.path.insert(0, 'scripts'); "
+                             "import runpy; runpy.run_path('scripts/bench_data.py', run_name='__main__')"],
+                            capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "--reference datasets needs `pip install datasets`" in result.stderr
