@@ -18,7 +18,7 @@ from trainer.config import QWEN3_4B_INSTRUCT_2507, TINY, Qwen3Config, config_to_
 from trainer.errors import TrainerError
 from trainer.model import forward, project_to_logits
 from trainer.weights import (HUB_PATTERNS, INDEX_FILE, SINGLE_FILE, expected_shapes, load_weights, read_tensor,
-                             resolve_model_dir, save_weights)
+                             remove_hidden, resolve_model_dir, save_weights)
 
 SMALL = replace(TINY, vocab_size=100, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
                 num_attention_heads=2, num_key_value_heads=1, head_dim=8)
@@ -235,3 +235,22 @@ def test_a_failed_safetensors_write_is_the_oserror_it_is(tmp_path):
     with pytest.raises(OSError) as error:
         save_safetensors({"x": torch.zeros(2)}, tmp_path / "no-such-folder" / "x.safetensors")
     assert error.value.errno == errno.ENOENT and error.value.filename == str(tmp_path / "no-such-folder" / "x.safetensors")
+
+
+def test_a_hidden_folder_is_removed_even_when_ctrl_c_lands_midway(tmp_path, monkeypatch):
+    doomed = tmp_path / ".deleting-step-000002"
+    (doomed / "inner").mkdir(parents=True)
+    (doomed / "inner" / "tensors.safetensors").write_bytes(b"x" * 100)
+    real_rmtree, calls = shutil.rmtree, []
+
+    def interrupted_once(path, *args, **kwargs):
+        calls.append(path)
+        if len(calls) == 1:
+            real_rmtree(Path(path) / "inner")  # part of the work done, then the second Ctrl-C
+            raise KeyboardInterrupt
+        return real_rmtree(path, *args, **kwargs)
+
+    monkeypatch.setattr(shutil, "rmtree", interrupted_once)
+    with pytest.raises(KeyboardInterrupt):
+        remove_hidden(doomed)
+    assert not doomed.exists() and len(calls) == 2

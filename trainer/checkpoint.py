@@ -15,7 +15,6 @@ previous checkpoint intact and no half folder that `--resume` could pick.
 
 import json
 import re
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from safetensors.torch import load_file
 from torch import Tensor
 
 from .errors import TrainerError
-from .weights import is_out_of_space, replace_dir, save_safetensors, space_message
+from .weights import is_out_of_space, remove_hidden, replace_dir, save_safetensors, space_message
 
 STEP_FOLDER = re.compile(r"step-(\d+)")
 
@@ -98,7 +97,7 @@ def save_checkpoint(root: Path, step: int, trainable: dict[str, Tensor], optimiz
     for old in list_checkpoints(root)[:-keep] if keep > 0 else []:
         doomed = old.with_name(f".deleting-{old.name}")  # hide it first: never a half-deleted step folder
         old.rename(doomed)
-        shutil.rmtree(doomed)
+        remove_hidden(doomed)
     return final
 
 

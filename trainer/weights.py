@@ -237,11 +237,20 @@ def replace_dirs(builds: dict[Path, Callable[[Path], None]]) -> None:
             if final.exists():
                 old = final.with_name(f".{final.name}-old-{time.time_ns()}")
                 final.rename(old)
-                shutil.rmtree(old)
+                remove_hidden(old)
             temp.rename(final)
     finally:
         for temp in temps.values():
             shutil.rmtree(temp, ignore_errors=True)
+
+
+def remove_hidden(folder: Path) -> None:
+    """Delete a folder already renamed out of sight (a dot name), finishing the job even when a
+    second Ctrl-C (KeyboardInterrupt) lands midway, so that no half-deleted folder is left."""
+    try:
+        shutil.rmtree(folder)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 OUT_OF_SPACE = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}  # disk full, file too large (a size limit), over quota
