@@ -54,8 +54,7 @@ def trouble(rng: random.Random, kept: list[dict]) -> dict | str | None:
     if kept and draw < 0.03:
         return rng.choice(kept)  # exact duplicate within the source
     if kept and draw < 0.035:
-        row = json.loads(json.dumps(rng.choice(kept)))
-        return json.loads(unicodedata.normalize("NFD", json.dumps(row, ensure_ascii=False)))  # same row in NFD
+        return json.loads(unicodedata.normalize("NFD", json.dumps(rng.choice(kept), ensure_ascii=False)))  # same row in NFD
     if draw < 0.045:
         return rng.choice(["{broken json", '{"messages": [{"role": "user", "content": "no answer"}]}',
                            '{"messages": [{"role": "user", "content": "hi <|im_start|>"}, '
@@ -128,10 +127,10 @@ print(f"RESULT {time.perf_counter() - started} {resource.getrusage(resource.RUSA
 """
 
 REFERENCE = """
-import hashlib, resource, sys, time
+import resource, sys, time
 started = time.perf_counter()
 from datasets import load_dataset, disable_progress_bars
-from trainer.prepare import answer_pieces, canonical, normalise_text, token_counts
+from trainer.prepare import answer_pieces, normalise_text, row_key, token_counts
 from trainer.readers import Conversation
 from trainer.tokenizer import load_tokenizer
 disable_progress_bars()
@@ -141,8 +140,9 @@ tokenizer = load_tokenizer("tiny")
 def prepare(batch):  # batched, so the tokenizer gets 1,024 rows a call, as ours does
     rows = [[{"role": m["role"], "content": normalise_text(m["content"])} for m in messages]
             for messages in batch["messages"]]
-    counts = token_counts(tokenizer, [answer_pieces(Conversation(tuple(messages))) for messages in rows])
-    return {"messages": rows, "key": [hashlib.sha256(canonical([m, None]).encode()).hexdigest() for m in rows],
+    talks = [Conversation(tuple(messages)) for messages in rows]
+    counts = token_counts(tokenizer, [answer_pieces(talk) for talk in talks])
+    return {"messages": rows, "key": [row_key(talk) for talk in talks],
             "tokens": [c.total for c in counts], "answer_tokens": [c.answer for c in counts]}
 
 seen = set()

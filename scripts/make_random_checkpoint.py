@@ -23,7 +23,7 @@ from torch import Tensor
 
 from trainer.cli import user_errors_as_messages
 from trainer.config import QWEN3_0_6B, QWEN3_4B_INSTRUCT_2507, TINY, Qwen3Config, config_to_json
-from trainer.errors import TrainerError
+from trainer.loading import resolve_device
 from trainer.weights import INDEX_FILE, expected_shapes, plan_shards, write_atomic, write_tensors
 
 SHAPES = {"tiny": TINY, "0.6b": QWEN3_0_6B, "4b": QWEN3_4B_INSTRUCT_2507}
@@ -100,14 +100,12 @@ def peak_rss_bytes() -> int:
 @click.option("--seed", default=0, show_default=True, help="Base seed; each tensor's seed also mixes in its name.")
 @click.option("--max-shard-gb", default=2.0, show_default=True,
               help="Largest shard in GB (10^9 bytes); a single bigger tensor gets a shard of its own.")
-@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
+@click.option("--device", type=click.Choice(["cpu", "cuda", "auto"]), default="cpu", show_default=True,
               help="Where the random numbers are drawn (cuda: seconds for 4b; other values than cpu's).")
 @user_errors_as_messages
 def main(out_dir: Path, shape: str, seed: int, max_shard_gb: float, device: str) -> None:
-    if device == "cuda" and not torch.cuda.is_available():
-        raise TrainerError("--device cuda: no CUDA device is visible to torch")
     config = SHAPES[shape]
-    make_random_checkpoint(config, out_dir, seed, int(max_shard_gb * 10**9), device)
+    make_random_checkpoint(config, out_dir, seed, int(max_shard_gb * 10**9), resolve_device(device))
     click.echo(f"wrote {total_bytes(config) / 1e9:.2f} GB of random {shape} weights to {out_dir} "
                f"(peak RSS {peak_rss_bytes() / 1e9:.2f} GB)")
 

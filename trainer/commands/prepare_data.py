@@ -18,7 +18,7 @@ import tempfile
 import tomllib
 from array import array
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -137,7 +137,7 @@ class Spool:
                 out.write(self.entry(row).split(b"\0", 1)[1])
 
 
-def chunked(items: Iterator, size: int) -> Iterator[list]:
+def chunked(items: Iterable, size: int) -> Iterator[list]:
     chunk = []
     for item in items:
         chunk.append(item)
@@ -219,7 +219,7 @@ def prepare(out: Path, sources: dict[str, Path], formats: dict, weights: dict[st
         for name, path in sources.items():
             tally = tallies[name] = SourceTally(str(formats[name]))
             rows = tqdm(read_rows(path, columns, formats[name]), desc=name, unit=" rows", disable=None)
-            for chunk in chunked(iter(rows), CHUNK_ROWS):
+            for chunk in chunked(rows, CHUNK_ROWS):
                 tally.read += len(chunk)
                 usable = []
                 for item in chunk:
