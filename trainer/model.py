@@ -75,7 +75,9 @@ def linear(x: Tensor, weights: Weights, name: str, lora: LoraAdapter | None = No
     if lora.training and lora.dropout > 0:
         x = F.dropout(x, lora.dropout)
     low_rank = F.linear(x, lora.tensors[a_name].to(x.dtype)) * lora.scale  # [.., r]: scaling r values, not out
-    return y + F.linear(low_rank, lora.tensors[b_name].to(x.dtype))
+    # in place: y is saved by nothing, and a second [.., out] buffer would be the widest moment of a
+    # recomputing forward (up_proj's [B, T, I] on the 4B model)
+    return y.add_(F.linear(low_rank, lora.tensors[b_name].to(x.dtype)))
 
 
 class RMSNorm(torch.autograd.Function):
@@ -240,7 +242,7 @@ class SwiGLU(torch.autograd.Function):
     @staticmethod
     def forward(ctx, gate: Tensor, up: Tensor) -> Tensor:
         ctx.save_for_backward(gate, up)
-        return F.silu(gate) * up
+        return F.silu(gate).mul_(up)  # in place: one [B, T, I] buffer, not silu's and the product's
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor, Tensor]:
