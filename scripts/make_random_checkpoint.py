@@ -13,7 +13,6 @@ of them in memory (bench.py does) without reading the files. The numbers are dra
 but its values differ from the CPU's, so both stacks of a benchmark must draw on the same one.
 """
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from torch import Tensor
 from trainer.cli import user_errors_as_messages
 from trainer.config import QWEN3_0_6B, QWEN3_4B_INSTRUCT_2507, TINY, Qwen3Config, config_to_json
 from trainer.loading import resolve_device
+from trainer.model import stable_seed
 from trainer.weights import INDEX_FILE, expected_shapes, plan_shards, write_atomic, write_tensors
 
 SHAPES = {"tiny": TINY, "0.6b": QWEN3_0_6B, "4b": QWEN3_4B_INSTRUCT_2507}
@@ -31,17 +31,11 @@ STD = 0.02  # standard deviation of every matrix; norm weights are ones
 DTYPE = torch.bfloat16  # what the released Qwen3 checkpoints store
 
 
-def tensor_seed(seed: int, name: str) -> int:
-    """A generator seed for one tensor that is the same in every process (unlike hash())."""
-    digest = hashlib.sha256(f"{seed}:{name}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") >> 1  # torch seeds must fit in a signed 64-bit int
-
-
 def random_tensor(name: str, shape: tuple[int, ...], seed: int, device: str = "cpu") -> Tensor:
     """The bf16 value of tensor `name` on `device`: ones for RMSNorm weights, Normal(0, STD) otherwise."""
     if name.endswith("norm.weight"):
         return torch.ones(shape, dtype=DTYPE, device=device)
-    generator = torch.Generator(device).manual_seed(tensor_seed(seed, name))
+    generator = torch.Generator(device).manual_seed(stable_seed(seed, name))
     return torch.randn(shape, generator=generator, dtype=DTYPE, device=device).mul_(STD)
 
 

@@ -9,7 +9,7 @@ import torch
 from trainer.config import load_config
 from trainer.model import (LoraAdapter, RMSNorm, SwiGLU, apply_rope, attention_allowed, causal_alone_suffices,
                            forward, forward_cached, grouped_attention, linear, lora_names, project_to_logits, rms_norm,
-                           rope_cos_sin)
+                           rope_cos_sin, row_dropout, stable_seed)
 from trainer.weights import load_weights
 
 # Parity configs: tied/untied, GQA ratios 1, 2, 4, head_dim != hidden/heads, several RoPE bases,
@@ -158,6 +158,28 @@ def test_linear_dense_packed_and_lora():
     assert torch.allclose(linear(x, {name: w}, name, lora), x @ w.T + x @ a.T @ b.T * 0.5, atol=1e-6)
     other = "model.layers.0.mlp.gate_proj.weight"  # no adapter for this module
     assert torch.allclose(linear(x, {other: w}, other, lora), x @ w.T)
+
+
+def test_stable_seed_is_a_fixed_63_bit_number_of_its_parts():
+    """Pinned: the random checkpoints and every dropout mask are drawn from these numbers."""
+    assert stable_seed(42, 3, 1) == 5654362666040656436  # sha256("42:3:1"), first 8 bytes little-endian, >> 1
+    assert stable_seed(42, 1, 3) != stable_seed(42, 3, 1)
+
+
+def test_row_dropout_masks_follow_the_row_seed_not_the_batch():
+    """A row's mask comes from its seed and the weight's name alone: the same in any batch order,
+    beside any other rows, padded to any length (CPU), and different for another weight."""
+    x = torch.ones(3, 6, 40)
+    seeds = (11, 22, 33)
+    out = row_dropout(x, 0.25, seeds, "q")
+    assert torch.equal(row_dropout(x[[2, 0]], 0.25, (33, 11), "q"), out[[2, 0]])
+    padded = row_dropout(torch.ones(1, 9, 40), 0.25, (22,), "q")
+    assert torch.equal(padded[0, :6], out[1])
+    assert not torch.equal(row_dropout(x, 0.25, seeds, "k"), out)
+    assert torch.equal(out.unique(), torch.tensor([0.0, 1 / 0.75]))  # dropped, or kept and scaled by 1 / (1 - p)
+    assert abs(float((out == 0).float().mean()) - 0.25) < 0.05  # 720 draws
+    with pytest.raises(ValueError, match="one seed per row: got 2 for 3 rows"):
+        row_dropout(x, 0.25, seeds[:2], "q")
 
 
 def test_swiglu_hand_values_and_gradients():

@@ -13,8 +13,9 @@ from trainer.lora import LoraSettings, init_lora, make_adapter
 from trainer.loss import LossParts
 from trainer.model import forward, project_to_logits
 from trainer.tiny import random_weights
+from trainer import train
 from trainer.train import (LoopSettings, full_batch_loss, learning_rate, lora_batch_loss, run_training,
-                           scrub_non_finite_grads, step_indices, train_step)
+                           scrub_non_finite_grads, step_batches, step_indices, train_step)
 
 IGNORE = -100
 PAD = 0
@@ -281,6 +282,47 @@ def test_four_micro_batches_of_one_equal_one_batch_of_four():
     assert results[0].loss == pytest.approx(results[1].loss, abs=1e-5)
     assert grad_diff < 1e-6 and weight_diff < 1e-5 and reference_diff < 1e-6
     assert max((learned[1][n] - fresh[n]).abs().max().item() for n in fresh) > 1e-3  # the step moved the weights
+
+
+def gradients_of(batch_loss, params, micro_batches) -> list[torch.Tensor]:
+    """The summed gradient of the micro-batches, each loss divided by the step's answer tokens."""
+    normalizer = sum(batch.answer_token_count for batch in micro_batches)
+    for batch in micro_batches:
+        batch_loss(batch, normalizer).loss.backward()
+    return [p.grad for p in params]
+
+
+def test_lora_dropout_gradients_do_not_depend_on_the_split_or_on_recomputation(monkeypatch):
+    """With dropout on, 2 processes x batch 2, 1 x 2 micro-batches of 2 and 1 x batch 4 give the
+    same gradient, and so does recomputing each layer: a row's mask comes from (seed, step, its
+    place in the step), never from a generator that runs on in one process."""
+    dropout = LoraSettings(r=4, alpha=8.0, dropout=0.3)
+    loop = LoopSettings(steps=4, batch_size=4, grad_accum=1, lr=1e-2, warmup_steps=0, grad_clip=1.0,
+                        weight_decay=0.0, seed=5, pad_id=PAD)
+    rows = examples(8, seed=3)
+
+    def batches_of(rank: int, world: int, batch_size: int, grad_accum: int = 1) -> list:
+        monkeypatch.setattr(train, "rank_and_world", lambda: (rank, world))
+        return step_batches(rows, 2, LoopSettings(**{**loop.__dict__, "batch_size": batch_size, "grad_accum": grad_accum}))
+
+    whole = batches_of(0, 1, 4)
+    splits = {"2 processes x 2": batches_of(0, 2, 2) + batches_of(1, 2, 2), "2 micro-batches of 2": batches_of(0, 1, 2, 2)}
+    assert len(set(whole[0].dropout_seeds)) == 4
+    for split in splits.values():
+        assert sum((b.dropout_seeds for b in split), ()) == whole[0].dropout_seeds
+
+    def grads(batches, checkpoint_layers=False):
+        weights, tensors, _ = lora_setup(random_b=True, settings=dropout)
+        loss = lora_batch_loss(weights, SMALL, tensors, dropout, torch.float32, 7, checkpoint_layers)
+        return gradients_of(loss, list(tensors.values()), batches)
+
+    expected = grads(whole)
+    for name, batches in splits.items():
+        assert max((g - e).abs().max().item() for g, e in zip(grads(batches), expected)) < 1e-6, name
+    assert max((g - e).abs().max().item() for g, e in zip(grads(whole, checkpoint_layers=True), expected)) < 1e-6
+    weights, tensors, no_dropout = lora_setup(random_b=True)
+    undropped = gradients_of(no_dropout, list(tensors.values()), whole)
+    assert max((g - e).abs().max().item() for g, e in zip(undropped, expected)) > 1e-3  # dropout really acts
 
 
 # ---------------------------------------------------------------------------

@@ -226,6 +226,7 @@ class Batch:
     attention_mask: torch.Tensor  # [B, T] int64, 0 = padding, else the segment (1 unless packed)
     position_ids: torch.Tensor  # [B, T] int64, 0.. per segment, padding clipped
     preserve: torch.Tensor  # [B, T] bool, True where the base's distribution is to be kept
+    dropout_seeds: tuple[int, ...] = ()  # one per row, set by the training loop: LoRA dropout's masks
 
     @property
     def answer_token_count(self) -> int:
@@ -236,7 +237,7 @@ class Batch:
         return int((self.attention_mask > 0).sum())
 
 
-def collate(examples: Sequence[Example], pad_id: int) -> Batch:
+def collate(examples: Sequence[Example], pad_id: int, dropout_seeds: Sequence[int] = ()) -> Batch:
     """Right-pad rows to the longest one; position ids = clip(cumsum(mask) - 1, min=0) unless packed."""
     if not examples:
         raise TrainerError("cannot collate an empty batch")
@@ -250,7 +251,7 @@ def collate(examples: Sequence[Example], pad_id: int) -> Batch:
     segments = torch.tensor([pad(e.segments or (1,) * len(e.input_ids), 0) for e in examples], dtype=torch.long)
     positions = torch.tensor([pad(e.positions or range(len(e.input_ids)), 0) for e in examples], dtype=torch.long)
     preserve = torch.tensor([pad(e.preserve or (False,) * len(e.input_ids), False) for e in examples], dtype=torch.bool)
-    return Batch(input_ids, labels, segments, positions, preserve)
+    return Batch(input_ids, labels, segments, positions, preserve, tuple(dropout_seeds))
 
 
 # ---------------------------------------------------------------------------

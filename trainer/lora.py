@@ -89,13 +89,14 @@ def init_lora(config: Qwen3Config, settings: LoraSettings, seed: int, device: st
     return tensors
 
 
-def make_adapter(tensors: dict[str, Tensor], settings: LoraSettings, training: bool, dtype: torch.dtype) -> LoraAdapter:
+def make_adapter(tensors: dict[str, Tensor], settings: LoraSettings, training: bool, dtype: torch.dtype,
+                 row_seeds: tuple[int, ...] = ()) -> LoraAdapter:
     """The forward-pass view. For inference the tensors are cast to the compute dtype once. While
     training the float32 masters go in as they are (they keep the grads) and `model.linear` casts
     each where it is used, so with activation checkpointing only the layer being recomputed holds
-    a compute-dtype copy, not every layer's for the whole step."""
+    a compute-dtype copy, not every layer's for the whole step. row_seeds: the batch's dropout seeds."""
     view = tensors if training else {name: t.to(dtype) for name, t in tensors.items()}
-    return LoraAdapter(view, settings.scale, settings.dropout if training else 0.0, training)
+    return LoraAdapter(view, settings.scale, settings.dropout if training else 0.0, training, row_seeds)
 
 
 def merged_weight(name: str, weight: Tensor, tensors: dict[str, Tensor], scale: float) -> Tensor:

@@ -10,6 +10,8 @@ Shapes: B batch, T new tokens, S keys (past + new), H hidden, D head_dim,
 QH query heads, KVH key/value heads, V vocabulary.
 """
 
+import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Protocol
@@ -44,6 +46,7 @@ class LoraAdapter:
     scale: float  # alpha / r
     dropout: float  # dropout probability on the adapter's input
     training: bool  # dropout is applied only while training
+    row_seeds: tuple[int, ...] = ()  # while training with dropout: one seed per batch row (see row_dropout)
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,28 @@ def lora_names(name: str) -> tuple[str, str]:
     return f"{base}.lora_A.weight", f"{base}.lora_B.weight"
 
 
+def stable_seed(*parts: object) -> int:
+    """A generator seed made from `parts` that is the same in every process and run (unlike hash())."""
+    digest = hashlib.sha256(":".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1  # torch seeds must fit in a signed 64-bit int
+
+
+def row_dropout(x: Tensor, p: float, row_seeds: Sequence[int], name: str) -> Tensor:
+    """Dropout on x [B, T, in] whose mask for row b is drawn from (row_seeds[b], name) alone.
+
+    The training loop makes a row's seed from (seed, step, the row's place in the step's global
+    batch), so a row gets the same mask whichever process or micro-batch it lands in (N processes
+    x batch b train exactly like 1 x batch N*b), and a recomputed layer redraws the same mask.
+    On CPU a row's mask does not depend on how far the batch is padded; CUDA's generator lays its
+    numbers out by tensor size, so there a row padded to another length gets another mask.
+    """
+    if len(row_seeds) != x.shape[0]:
+        raise ValueError(f"LoRA dropout needs one seed per row: got {len(row_seeds)} for {x.shape[0]} rows")
+    keep = torch.stack([torch.rand(x.shape[1:], generator=torch.Generator(x.device).manual_seed(stable_seed(seed, name)),
+                                   device=x.device) >= p for seed in row_seeds])  # [B, T, in] bool
+    return x * keep / (1 - p)
+
+
 def linear(x: Tensor, weights: Weights, name: str, lora: LoraAdapter | None = None) -> Tensor:
     """x [.., in] -> [.., out] through the weight `name`, plus its LoRA update if it has one.
 
@@ -73,7 +98,7 @@ def linear(x: Tensor, weights: Weights, name: str, lora: LoraAdapter | None = No
     if lora is None or a_name not in lora.tensors:
         return y
     if lora.training and lora.dropout > 0:
-        x = F.dropout(x, lora.dropout)
+        x = row_dropout(x, lora.dropout, lora.row_seeds, name)
     low_rank = F.linear(x, lora.tensors[a_name].to(x.dtype)) * lora.scale  # [.., r]: scaling r values, not out
     # in place: y is saved by nothing, and a second [.., out] buffer would be the widest moment of a
     # recomputing forward (up_proj's [B, T, I] on the 4B model)

@@ -26,7 +26,7 @@ from .errors import TrainerError
 from .interrupts import Interrupted, StopRequested, never
 from .lora import LoraSettings, make_adapter
 from .loss import LossParts, answer_loss, kl_to_base
-from .model import Weights, forward, head_weight
+from .model import Weights, forward, head_weight, stable_seed
 
 BatchLoss = Callable[[Batch, int], LossParts]  # (micro-batch, answer tokens in the whole step) -> loss
 
@@ -145,7 +145,7 @@ def lora_batch_loss(
     """
 
     def batch_loss(batch: Batch, normalizer: int) -> LossParts:
-        adapter = make_adapter(lora_tensors, settings, training=True, dtype=dtype)
+        adapter = make_adapter(lora_tensors, settings, training=True, dtype=dtype, row_seeds=batch.dropout_seeds)
         hidden = forward(weights, config, batch.input_ids, batch.attention_mask, batch.position_ids, adapter,
                          checkpoint_layers)  # [B, T, H]
         head = head_weight(weights, config)
@@ -179,7 +179,7 @@ def full_batch_loss(masters: dict[str, Tensor], config: Qwen3Config, dtype: torc
 
 def move_batch(batch: Batch, device: torch.device | str) -> Batch:
     return Batch(*(t.to(device) for t in (batch.input_ids, batch.labels, batch.attention_mask, batch.position_ids,
-                                          batch.preserve)))
+                                          batch.preserve)), batch.dropout_seeds)
 
 
 # ---------------------------------------------------------------------------
@@ -226,14 +226,17 @@ def step_batches(examples: Sequence[Example], step: int, settings: LoopSettings)
 
     A step takes batch_size * grad_accum examples per process; with torchrun, process r
     takes the r-th slice of the global selection, so N processes x batch b see exactly the
-    examples of 1 process x batch N*b.
+    examples of 1 process x batch N*b. Each row's LoRA dropout seed comes from (seed, step, its
+    place in that global selection), so the masks do not depend on the split either.
     """
     rank, world = rank_and_world()
     per_process = settings.batch_size * settings.grad_accum
     indices = step_indices(len(examples), step, per_process * world, settings.seed)
-    chosen = [examples[i] for i in indices[rank * per_process:(rank + 1) * per_process]]
+    places = range(rank * per_process, (rank + 1) * per_process)
+    chosen = [(examples[indices[place]], stable_seed(settings.seed, step, place)) for place in places]
     groups = [chosen[i : i + settings.batch_size] for i in range(0, per_process, settings.batch_size)]
-    return [move_batch(collate(group, settings.pad_id), settings.device) for group in groups]
+    return [move_batch(collate([example for example, _ in group], settings.pad_id, [seed for _, seed in group]),
+                       settings.device) for group in groups]
 
 
 def make_optimizer(params: Sequence[Tensor], settings: LoopSettings) -> torch.optim.AdamW:

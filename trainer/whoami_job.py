@@ -508,12 +508,14 @@ def run_whoami(settings: WhoAmISettings, echo: Callable[[str], None] = print, pr
         echo(f"learned: every validation wording answered exactly as taught, twice in a row; stopped at step {learned_at} of {settings.steps}")
     report = JobReport(settings, records[-1]["loss"] if records else float("nan"), skipped, steps_done, learned_at,
                        len(rehearsed), None, before, None, 0.0)
-    if settings.stop_after and steps_done == settings.stop_after < settings.steps and not learned_at:
-        echo(f"stopped after step {settings.stop_after}; continue with --resume")
-    elif settings.export and main:
-        report = export_and_check(settings, model_dir, config, setup.params, out, report, echo)
-    if is_distributed():
-        torch.distributed.barrier()
+    try:
+        if settings.stop_after and steps_done == settings.stop_after < settings.steps and not learned_at:
+            echo(f"stopped after step {settings.stop_after}; continue with --resume")
+        elif settings.export and main:
+            report = export_and_check(settings, model_dir, config, setup.params, out, report, echo)
+    finally:  # rank 0 reaches the barrier even when its export or self-test fails, so the others end quietly
+        if is_distributed():
+            torch.distributed.barrier()
     return replace(report, seconds=time.perf_counter() - started)
 
 
