@@ -1,18 +1,19 @@
 """The benchmark tools: random checkpoints in the Hugging Face layout, and bench.py's runs."""
 
+import importlib
 import json
 import math
 import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 from safetensors import safe_open
 
 from trainer.config import TINY, load_config
-from trainer.quant import is_quantized_name
 from trainer.weights import INDEX_FILE, expected_shapes, load_weights
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -86,12 +87,28 @@ def bench_json(*args: str, timeout: int = 300) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+@pytest.fixture(scope="module")
+def bench():
+    """scripts/bench.py as a module (it imports make_random_checkpoint from its own folder)."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        return importlib.import_module("bench")
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
+
+
 def test_bench_ours_prints_finite_numbers():
     row = bench_json("--shape", "tiny", "--steps", "2", "--warmup", "1", "--stack", "ours")
     assert row["stack"] == "ours" and row["mem_kind"] == "peak RSS"
-    assert math.isfinite(row["tokens_per_s"]) and row["tokens_per_s"] > 0
-    assert len(row["step_s_all"]) == 2 and min(row["step_s_all"]) <= row["step_s"] <= max(row["step_s_all"])
-    assert row["tokens_per_s"] == pytest.approx(4 * 256 / row["step_s"])  # median step, 4 rows of 256 tokens
+    assert math.isfinite(row["tokens_per_s"]) and row["tokens_per_s"] > 0 and len(row["step_s_all"]) == 2
+    assert row["tokens_per_s"] * row["step_s"] == pytest.approx(4 * 256)  # 4 rows of 256 tokens a step
+    # Counted by hand for tiny (hidden 128, inner 384, 4 heads of 32, 2 kv heads, 4 layers), 1,024 tokens.
+    # Per layer: frozen 4 x tokens x 196,608 (sum of in x out over the 7 projections), LoRA 6 x tokens x r16
+    # x 2,432 (sum of in + out), attention 12 x 131,584 causal pairs x head_dim 32 x 4 heads. Then the head
+    # on the 124 answer labels (31 a row): 4 x 124 x hidden 128 x vocab 151,936.
+    per_layer = 4 * 1024 * 196_608 + 6 * 1024 * 16 * 2_432 + 12 * 131_584 * 32 * 4
+    assert row["step_flops"] == 4 * per_layer + 4 * 124 * 128 * 151_936 == 14_632_091_648
+    assert row["useful_gflops"] * row["step_s"] == pytest.approx(14.632091648)
     assert 0 < row["peak_mem_bytes"] < 8e9
     # Weights ~ N(0, 0.02) give near-zero logits, so the first loss is about ln(vocab).
     assert row["loss_first"] == pytest.approx(math.log(TINY.vocab_size), abs=0.05)
@@ -100,14 +117,15 @@ def test_bench_ours_prints_finite_numbers():
 
 
 def test_bench_load_counts_packed_and_dense_bytes(tiny_checkpoint):
+    """Counted by hand for tiny: float32 embedding (151,936 x 128) and norms (4 x (128 + 128 + 32 + 32) + 128);
+    per layer 196,608 projection weights at 4 bits, a uint8 scale per block of 64, and a float32 scale
+    per 256 of those (13 blocks over the seven projections)."""
     report = bench_json("--load", str(tiny_checkpoint), "--quant", "nf4", "--dtype", "float32")
-    shapes = expected_shapes(TINY)
-    projections = sum(math.prod(s) for name, s in shapes.items() if is_quantized_name(name))
-    dense = sum(math.prod(s) * 4 for name, s in shapes.items() if not is_quantized_name(name))  # float32
-    assert report["dense_bytes"] == dense
-    assert projections / 2 < report["packed_bytes"] < projections * 0.6  # 4 bits + block scales
+    dense = 4 * (151_936 * 128 + 4 * (128 + 128 + 32 + 32) + 128)
+    packed = 4 * (196_608 // 2 + 196_608 // 64 + 13 * 4)
+    assert (report["dense_bytes"], report["packed_bytes"]) == (dense, packed) == (77_796_864, 405_712)
+    assert report["loaded_bytes"] == 78_202_576 < report["peak_rss_bytes"]
     assert report["file_bytes"] == sum(p.stat().st_size for p in tiny_checkpoint.glob("model-*.safetensors"))
-    assert report["peak_rss_bytes"] > report["loaded_bytes"] == dense + report["packed_bytes"]
 
 
 @pytest.mark.parametrize("option", ["--steps", "--batch-size", "--seq-len"])
@@ -128,11 +146,41 @@ def test_bench_both_prints_both_rows_and_the_ratios():
     result = run_script("bench.py", "--shape", "tiny", "--steps", "2", "--warmup", "1", "--stack", "both")
     assert result.returncode == 0, result.stderr
     rows = {line.split()[0]: line.split()[1:] for line in result.stdout.splitlines()[3:]}
-    assert set(rows) == {"ours", "reference", "ours/ref"}
-    assert all(value.endswith("x") and float(value[:-1]) > 0 for value in rows["ours/ref"])
+    assert set(rows) == {"ours", "reference", "ours/ref"} and len(rows["ours/ref"]) == 2
     # Same weights, rows and LoRA A: transformers + peft must see the same losses as we do.
     ours, reference = ([float(v) for v in rows[stack][-2:]] for stack in ("ours", "reference"))
     assert ours == pytest.approx(reference, abs=2e-4)
+
+
+def bench_row(stack: str, tokens_per_s: float, peak_mem_bytes: int, useful_gflops: float) -> dict:
+    return {"stack": stack, "shape": "tiny", "device": "cpu", "dtype": "float32", "quant": "none",
+            "batch_size": 4, "seq_len": 256, "grad_checkpoint": False, "steps": 5, "warmup": 2,
+            "step_flops": 14_632_091_648, "mem_kind": "peak RSS", "tokens_per_s": tokens_per_s,
+            "step_s": 1024 / tokens_per_s, "useful_gflops": useful_gflops, "peak_mem_bytes": peak_mem_bytes,
+            "loss_first": 11.93215, "loss_last": 11.89917}
+
+
+def test_table_shows_known_rows_and_their_ratios(bench):
+    """Ours twice as fast on a quarter of the memory: 2.00x and 0.25x, each stack's share of a 200 GFLOPS peak."""
+    rows = [bench_row("ours", 2048.0, 500_000_000, 50.0), bench_row("reference", 1024.0, 2_000_000_000, 20.0)]
+    assert bench.ratios(rows) == {"tokens_per_s": 2.0, "peak_mem": 0.25}
+    lines = bench.table(rows, 200.0).splitlines()
+    assert "useful work 14.6 GFLOP a step" in lines[1] and "peak now: 200 GFLOPS" in lines[1]
+    assert lines[3].split() == ["ours", "2048.0", "0.500", "50.0", "25%", "0.500", "11.93215", "11.89917"]
+    assert lines[4].split() == ["reference", "1024.0", "1.000", "20.0", "10%", "2.000", "11.93215", "11.89917"]
+    assert lines[5].split() == ["ours/ref", "2.00x", "0.25x"]
+
+
+def test_timed_steps_reports_the_median_step_after_warmup(bench, monkeypatch):
+    """Warmup steps are untimed but their loss counts as the first; tokens/s comes from the median step."""
+    clock = iter([0.0, 4.0, 10.0, 11.0, 20.0, 22.0])  # timed steps of 4, 1 and 2 s: median 2, mean 2.33
+    monkeypatch.setattr(bench, "time", SimpleNamespace(perf_counter=lambda: next(clock)))
+    losses = iter([5.0, 4.0, 3.0, 2.0])
+    settings = bench.BenchSettings(shape="tiny", steps=3, warmup=1, batch_size=4, seq_len=256, device="cpu",
+                                   dtype="float32", quant="none", grad_checkpoint=False, seed=0, checkpoint=None)
+    result = bench.timed_steps(lambda: next(losses), settings, tokens_per_step=1000)
+    assert (result["step_s_all"], result["step_s"], result["tokens_per_s"]) == ([4.0, 1.0, 2.0], 2.0, 500.0)
+    assert (result["loss_first"], result["loss_last"]) == (5.0, 2.0)
 
 
 def test_gpu_check_is_valid_bash_and_stops_early_without_a_gpu():

@@ -16,19 +16,29 @@ from trainer.template_check import (
     PROBES,
     QWEN3_SPECIAL_TOKENS,
     check_model_template,
+    read_chat_template,
     render_with_template,
     template_mismatches,
 )
 
+
+def replace_once(template: str, old: str, new: str) -> str:
+    """String surgery that must hit exactly once, or the variant would silently equal our template."""
+    if template.count(old) != 1:
+        raise ValueError(f"marker found {template.count(old)} times in the template: {old!r}")
+    return template.replace(old, new)
+
+
 DEFAULT_SYSTEM_MARK = "{%- endif %}\n{%- for message in messages %}"
-DEFAULT_SYSTEM_TEMPLATE = QWEN3_CHAT_TEMPLATE.replace(
+DEFAULT_SYSTEM_TEMPLATE = replace_once(
+    QWEN3_CHAT_TEMPLATE,
     DEFAULT_SYSTEM_MARK,
     "{%- else %}\n    {{- '<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n' }}\n"
     + DEFAULT_SYSTEM_MARK,
 )
 THINKING_MARK = "{{- '<|im_start|>assistant\\n' + content }}"
-THINKING_TEMPLATE = QWEN3_CHAT_TEMPLATE.replace(
-    THINKING_MARK, "{{- '<|im_start|>assistant\\n<think>\\n\\n</think>\\n\\n' + content }}"
+THINKING_TEMPLATE = replace_once(
+    QWEN3_CHAT_TEMPLATE, THINKING_MARK, "{{- '<|im_start|>assistant\\n<think>\\n\\n</think>\\n\\n' + content }}"
 )
 # Whitespace-sensitive: no `-` in any tag, so the output depends on trim_blocks and lstrip_blocks.
 PLAIN_TAGS_TEMPLATE = """\
@@ -52,12 +62,6 @@ turns={{ ns.turns }} eos={{ eos_token }}
 """
 
 
-def test_templates_under_test_were_built():
-    """The string surgery above must have hit, or the variants would silently equal ours."""
-    assert DEFAULT_SYSTEM_TEMPLATE != QWEN3_CHAT_TEMPLATE
-    assert THINKING_TEMPLATE != QWEN3_CHAT_TEMPLATE
-
-
 def test_probes_cover_the_brief():
     names = [probe.name for probe in PROBES]
     assert 6 <= len(PROBES) <= 8 and len(set(names)) == len(names)
@@ -75,8 +79,9 @@ def test_our_own_template_has_no_mismatches():
 
 
 def test_generation_tags_render_their_body():
-    wrapped = QWEN3_CHAT_TEMPLATE.replace(THINKING_MARK, "{% generation %}" + THINKING_MARK + "{% endgeneration %}")
-    assert wrapped != QWEN3_CHAT_TEMPLATE
+    """Wrapped around the assistant turn, where transformers' assistant-mask templates put it."""
+    wrapped = replace_once(QWEN3_CHAT_TEMPLATE, THINKING_MARK,
+                           "{% generation %}" + THINKING_MARK + "{% endgeneration %}")
     assert template_mismatches(wrapped) == []
 
 
@@ -131,16 +136,31 @@ def fail_on_warn(message):
     raise AssertionError(f"unexpected warning: {message}")
 
 
+def trusted_warnings(folder):
+    """The warnings of a trusted check: a mismatch warns instead of raising, so [] means it passed."""
+    warnings = []
+    check_model_template(folder, True, warnings.append)
+    return warnings
+
+
 def test_folder_without_tokenizer_config_is_skipped(tmp_path):
-    check_model_template(write_model(tmp_path / "m", tokenizer_config=False), False, fail_on_warn)
+    folder = write_model(tmp_path / "m", tokenizer_config=False)
+    assert read_chat_template(folder) is None
+    assert trusted_warnings(folder) == []
 
 
 def test_tokenizer_config_without_template_is_skipped(tmp_path):
-    check_model_template(write_model(tmp_path / "m"), False, fail_on_warn)
+    folder = write_model(tmp_path / "m")
+    assert read_chat_template(folder) is None
+    assert trusted_warnings(folder) == []
 
 
-def test_matching_template_passes(tmp_path):
-    check_model_template(write_model(tmp_path / "m", QWEN3_CHAT_TEMPLATE), False, fail_on_warn)
+def test_matching_template_is_read_and_passes(tmp_path):
+    """Found (not skipped) and checked with the folder's own special tokens, it gives no finding."""
+    folder = write_model(tmp_path / "m", QWEN3_CHAT_TEMPLATE)
+    tokens = {"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"}
+    assert read_chat_template(folder) == (folder / "tokenizer_config.json", QWEN3_CHAT_TEMPLATE, tokens)
+    assert trusted_warnings(folder) == []
 
 
 def test_mismatching_template_raises_naming_the_file(tmp_path):
@@ -166,9 +186,13 @@ def test_chat_template_jinja_is_read_and_wins_over_the_json_key(tmp_path):
         check_model_template(folder, False, fail_on_warn)
 
 
-def test_chat_template_jinja_without_tokenizer_config(tmp_path):
-    folder = write_model(tmp_path / "m", jinja=QWEN3_CHAT_TEMPLATE, tokenizer_config=False)
-    check_model_template(folder, False, fail_on_warn)
+def test_chat_template_jinja_without_tokenizer_config_is_checked(tmp_path):
+    """With no tokenizer_config.json the template is still checked, with Qwen3's special tokens."""
+    folder = write_model(tmp_path / "m", jinja=THINKING_TEMPLATE, tokenizer_config=False)
+    jinja = folder / "chat_template.jinja"
+    assert read_chat_template(folder) == (jinja, THINKING_TEMPLATE, QWEN3_SPECIAL_TOKENS)
+    with pytest.raises(TrainerError, match="chat_template.jinja.*<think>"):
+        check_model_template(folder, False, fail_on_warn)
 
 
 def test_named_template_list_uses_default(tmp_path):
@@ -180,10 +204,12 @@ def test_named_template_list_uses_default(tmp_path):
 def test_special_tokens_come_from_tokenizer_config(tmp_path):
     """A template that opens with bos_token differs once the model has one (saved as an AddedToken dict)."""
     folder = write_model(tmp_path / "m", "{{- bos_token }}" + QWEN3_CHAT_TEMPLATE)
-    check_model_template(folder, False, fail_on_warn)  # Qwen3 has no bos_token: renders ''
+    assert read_chat_template(folder)[2] == {"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"}
+    assert trusted_warnings(folder) == []  # Qwen3 has no bos_token: renders ''
     config = json.loads((folder / "tokenizer_config.json").read_text())
     config["bos_token"] = {"content": "<s>", "lstrip": False, "special": True}
     (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    assert read_chat_template(folder)[2]["bos_token"] == "<s>"
     with pytest.raises(TrainerError, match="<s>"):
         check_model_template(folder, False, fail_on_warn)
 

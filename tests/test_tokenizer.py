@@ -1,7 +1,6 @@
 """The offline Qwen3 tokenizer must give the official Qwen3 ids, checked against tiktoken."""
 
 import shutil
-import time
 import unicodedata
 from importlib import resources
 
@@ -156,15 +155,13 @@ def test_invalid_tokenizer_json_names_the_path(tmp_path) -> None:
 
 
 def test_second_tiny_load_reads_the_cache(tok: Tokenizer, monkeypatch) -> None:
+    """Once built (by the `tok` fixture), the tokenizer is read from its cached file, never rebuilt."""
     def fail(*_args: object) -> None:
         raise AssertionError("rebuilt the tokenizer instead of reading the cache")
 
     monkeypatch.setattr(tokenizer_module, "build_qwen3_tokenizer", fail)
-    start = time.perf_counter()
     again = load_tokenizer("tiny")
-    elapsed = time.perf_counter() - start
     assert tiny_tokenizer_path().is_file()
-    assert elapsed < 1.0
     assert again.encode("你好吗？") == [108386, 101037, 11319]
 
 
