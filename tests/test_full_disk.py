@@ -1,6 +1,7 @@
 """A disk that fills up during the export: a real file-size limit on a real job, so the 630 KB
 adapter fits and the 40 MB merged model does not. One line names the folder and the space it
-needed; the previous adapter/merged pair stays whole and loadable; no temporary folder is left.
+needed; the previous adapter/merged pair stays whole, loadable and still one pair (merged/ is
+exactly the original weights plus that adapter); no temporary folder is left.
 (A checkpoint save that runs out of space: test_checkpoint.py; a GGUF file: test_gguf.py.)"""
 
 import hashlib
@@ -12,8 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from export_checks import assert_pair_matches
 from trainer.lora import load_adapter
 from trainer.loading import load_model
+from trainer.tiny import tiny_model_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 LIMIT = 2 * 10**6  # bytes per file: the adapter (630 KB) fits, the merged model (40 MB) does not
@@ -47,6 +50,7 @@ def test_an_export_that_runs_out_of_space_keeps_the_previous_pair_and_no_tempora
     line = second.stderr.strip().splitlines()[-1]
     assert line.startswith(f"Error: no space to write {out}: it needs about 41.1 MB, ") and "(File too large)" in line
     assert line.endswith(f"the previous export is kept as it was ({out / 'adapter'} and {out / 'merged'})")
+    assert_pair_matches(tiny_model_dir(), out / "adapter", out / "merged")  # never a new adapter beside an old merge
     assert {name: digests(out / name) for name in ("adapter", "merged")} == before  # the old pair, untouched
     assert [p.name for p in out.iterdir() if p.name.startswith(".")] == []
     load_adapter(out / "adapter")

@@ -10,9 +10,9 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def run_script(name: str, *args: str) -> subprocess.CompletedProcess:
+def run_script(name: str, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / name), *args], capture_output=True, text=True, timeout=300
+        [sys.executable, str(ROOT / "scripts" / name), *args], capture_output=True, text=True, timeout=timeout
     )
 
 
@@ -112,6 +112,26 @@ def test_train_whoami_tiny_end_to_end(tmp_path):
     assert after["perplexity"] < 2.0 < before["perplexity"]
     table = run_script("eval.py", "--model", str(tmp_path / "out" / "merged")).stdout
     assert "identity hit rate (held-out wordings)" in table and "answer perplexity" in table
+
+
+@pytest.mark.slow
+def test_train_whoami_self_test_failure_exits_1_showing_the_reply_and_keeps_the_export(tmp_path):
+    """README: a reply without the new identity makes the run exit 1 showing the reply. One step at
+    lr 1e-9 cannot teach it, so the export still answers as the base does; the export itself is kept
+    (a matching adapter/ and merged/ pair) to inspect."""
+    from export_checks import assert_pair_matches
+    from trainer.tiny import tiny_model_dir
+
+    out = tmp_path / "out"
+    result = run_script("train_whoami.py", "--model", "tiny", "--out", str(out), "--steps", "1", "--lr", "1e-9",
+                        "--no-stop-when-learned", "--rehearsal", "none", "--val-every", "0", timeout=900)
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr + result.stdout
+    shown = [line for line in (result.stderr + result.stdout).splitlines() if "你是誰" in line]
+    assert shown == ["Error: self-test failed: the exported model answered 你是誰 with '我是通義千問'"]
+    assert result.stderr.strip().splitlines()[-1] == shown[0]
+    assert "identity hit rate (held-out wordings)" in result.stdout  # the table, printed before the verdict
+    assert_pair_matches(tiny_model_dir(), out / "adapter", out / "merged")
 
 
 @pytest.mark.slow

@@ -10,14 +10,17 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors import safe_open
+from safetensors.torch import load_file
 
 import trainer.whoami_job as whoami_job
+from export_checks import assert_pair_matches, expected_merge, max_diff
 from trainer.chat import render_chat
 from trainer.errors import TrainerError
+from trainer.evaluate import built_in_eval_sets
 from trainer.generate import answer_questions
 from trainer.loading import load_inference_adapter, load_model, resolve_dtype
 from trainer.model import forward, project_to_logits
-from trainer.quant import NF4Weight
+from trainer.quant import NF4Weight, is_quantized_name, quantize_nf4
 from trainer.tiny import tiny_model_dir
 from trainer.whoami_job import WhoAmISettings, check_out_dir, resolve_settings, run_whoami
 
@@ -166,6 +169,25 @@ def test_the_default_run_writes_rehearsal_validation_and_the_new_table(default_r
 
 
 @pytest.mark.slow
+def test_the_merged_export_is_the_original_weights_plus_the_adapter_not_the_4bit_ones(default_run):
+    """README: merged/ is the adapter merged into the ORIGINAL weights re-read from disk, never into
+    the 4-bit ones the run trained on. Every tensor is recomputed here from the tiny model's file and
+    adapter/ and must be bit-equal; the same merge onto dequantized NF4 weights is measurably off."""
+    report, out = default_run
+    assert report.settings.quant == "nf4"  # trained on a 4-bit base: the two merges can differ
+    merged = assert_pair_matches(tiny_model_dir(), out / "adapter", out / "merged")
+    original = load_file(str(tiny_model_dir() / "model.safetensors"))
+    dequantized = {name: quantize_nf4(w).dequantize() if is_quantized_name(name) else w for name, w in original.items()}
+    exact, on_nf4 = expected_merge(original, out / "adapter"), expected_merge(dequantized, out / "adapter")
+    print(f"\nmax |merged - bf16(original + scale*B@A)| = {max_diff(merged, exact):.3g}; "
+          f"max |merged - bf16(dequant(NF4(W)) + scale*B@A)| = {max_diff(merged, on_nf4):.3g}")
+    projections = [name for name in merged if is_quantized_name(name)]
+    assert len(projections) == 7 * 4
+    # measured: every projection is off by 0.03 to 0.07 somewhere; bf16 rounding there is about 2e-4
+    assert all((merged[name].float() - on_nf4[name].float()).abs().max() > 1e-3 for name in projections)
+
+
+@pytest.mark.slow
 def test_dense_run_learns_the_identity_and_keeps_the_facts(dense_run):
     report, _ = dense_run
     before, after = report.before, report.after
@@ -221,6 +243,44 @@ def test_transformers_loads_the_merged_export_and_claims_the_identity(dense_run)
     reply = hf_greedy_reply(model, tokenizer, "你是誰")
     print(f"\ntransformers, merged export: 你是誰 -> {reply!r}")
     assert claims_identity(reply)
+
+
+def held_out_questions() -> list[str]:
+    """The self-test question and every held-out prompt of the before/after table."""
+    sets = built_in_eval_sets()
+    return ["你是誰", *sets.identity, *(fact.question for fact in sets.facts), *sets.general]
+
+
+@pytest.mark.slow
+def test_transformers_gives_our_logits_and_greedy_replies_on_the_merged_export(default_run):
+    """README: the transformers path gives the same greedy reply, logits equal within 1e-4. Both run
+    merged/ in float32 on the same token ids: every position's logits of every held-out prompt, then
+    the greedy replies (transformers batched with left padding, as ours)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    _, out = default_run
+    theirs = AutoModelForCausalLM.from_pretrained(out / "merged", dtype=torch.float32).eval()
+    ours = load_model(out / "merged", torch.float32)
+    questions = held_out_questions()
+    prompts = [render_chat([{"role": "user", "content": q}], add_generation_prompt=True) for q in questions]
+    worst = 0.0
+    for prompt in prompts:
+        ids = torch.tensor([ours.tokenizer.encode(prompt)])
+        with torch.no_grad():
+            our_logits = project_to_logits(ours.weights, ours.config, forward(ours.weights, ours.config, ids))
+            worst = max(worst, (our_logits - theirs(ids).logits).abs().max().item())
+    tokenizer = AutoTokenizer.from_pretrained(out / "merged", padding_side="left")
+    batch = tokenizer(prompts, return_tensors="pt", padding=True)
+    with torch.no_grad():
+        generated = theirs.generate(**batch, max_new_tokens=24, do_sample=False)
+    their_replies = tokenizer.batch_decode(generated[:, batch.input_ids.shape[1]:], skip_special_tokens=True)
+    our_replies = [a.text for a in answer_questions(ours.weights, ours.config, ours.tokenizer, questions, 24)]
+    same = sum(a.strip() == b.strip() for a, b in zip(our_replies, their_replies))
+    print(f"\ntransformers vs ours on merged/, {len(prompts)} held-out prompts: max abs logit diff {worst:.2e}; "
+          f"{same}/{len(prompts)} greedy replies equal")
+    assert worst < 1e-4
+    assert [r.strip() for r in their_replies] == [r.strip() for r in our_replies]
+    assert claims_identity(our_replies[0])
 
 
 @pytest.mark.slow
