@@ -142,7 +142,7 @@ def prepare(batch):  # batched, so the tokenizer gets 1,024 rows a call, as ours
             for messages in batch["messages"]]
     talks = [Conversation(tuple(messages)) for messages in rows]
     counts = token_counts(tokenizer, [answer_pieces(talk) for talk in talks])
-    return {"messages": rows, "key": [row_key(talk) for talk in talks],
+    return {"messages": rows, "key": [row_key(talk).hex() for talk in talks],
             "tokens": [c.total for c in counts], "answer_tokens": [c.answer for c in counts]}
 
 seen = set()

@@ -1,50 +1,31 @@
 """A pure-PyTorch, functional, minimal QLoRA trainer for Qwen3.
 
 The public names follow the data flow: text -> render_chat -> tokenizer -> examples -> batch.
+Each is imported from its module on first use, so `import trainer.prepare` (data preparation,
+no torch) does not pay for torch's import and memory.
 """
 
-from .chat import render_chat
-from .data import (
-    IGNORE_INDEX,
-    Batch,
-    Example,
-    collate,
-    example_from_messages,
-    example_from_prompt_target,
-    make_next_token_pairs,
-    slice_response_only,
-    window,
-)
-from .config import Qwen3Config, load_config
-from .errors import TrainerError
-from .loading import load_model
-from .loss import token_cross_entropy
-from .readers import read_jsonl, read_samples, read_tsv
-from .tokenizer import Tokenizer, load_tokenizer
-from .train import train_step
-from .weights import load_weights
+import importlib
 
-__all__ = [
-    "IGNORE_INDEX",
-    "Batch",
-    "Example",
-    "Qwen3Config",
-    "Tokenizer",
-    "TrainerError",
-    "collate",
-    "example_from_messages",
-    "example_from_prompt_target",
-    "load_config",
-    "load_model",
-    "load_tokenizer",
-    "load_weights",
-    "make_next_token_pairs",
-    "read_jsonl",
-    "read_samples",
-    "read_tsv",
-    "render_chat",
-    "slice_response_only",
-    "token_cross_entropy",
-    "train_step",
-    "window",
-]
+PUBLIC = {
+    "render_chat": "chat",
+    "IGNORE_INDEX": "data", "Batch": "data", "Example": "data", "collate": "data",
+    "example_from_messages": "data", "example_from_prompt_target": "data",
+    "make_next_token_pairs": "data", "slice_response_only": "data", "window": "data",
+    "Qwen3Config": "config", "load_config": "config",
+    "TrainerError": "errors",
+    "load_model": "loading",
+    "token_cross_entropy": "loss",
+    "read_jsonl": "readers", "read_samples": "readers", "read_tsv": "readers",
+    "Tokenizer": "tokenizer", "load_tokenizer": "tokenizer",
+    "train_step": "train",
+    "load_weights": "weights",
+}
+__all__ = sorted(PUBLIC)
+
+
+def __getattr__(name: str) -> object:
+    """`from trainer import X` loads X's module now (PEP 562)."""
+    if name not in PUBLIC:
+        raise AttributeError(f"module 'trainer' has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{PUBLIC[name]}", __name__), name)

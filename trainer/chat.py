@@ -7,6 +7,7 @@ The format never adds a default system prompt or a <think> block: Instruct-2507 
 """
 
 import json
+from collections.abc import Sequence
 
 from trainer.errors import TrainerError
 
@@ -163,3 +164,19 @@ QWEN3_CHAT_TEMPLATE = r"""
     {{- '<|im_start|>assistant\n' }}
 {%- endif %}
 """.strip()
+
+
+def answer_spans(messages: Sequence[dict], tools: Sequence[dict] | None = None) -> list[tuple[int, int]]:
+    """Character spans [start, end) of each assistant turn's output in render_chat(messages).
+
+    A span starts after "<|im_start|>assistant\\n" and ends after that turn's "<|im_end|>"
+    (tool calls included: they are the assistant's output too). The template only appends,
+    so the text before turn i is the rendering of messages[:i] plus the generation prompt.
+    """
+    spans = []
+    for i, message in enumerate(messages):
+        if message.get("role") == "assistant":
+            start = len(render_chat(list(messages[:i]), add_generation_prompt=True, tools=tools))
+            end = len(render_chat(list(messages[: i + 1]), tools=tools)) - len("\n")
+            spans.append((start, end))
+    return spans

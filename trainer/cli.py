@@ -3,14 +3,15 @@
 import functools
 import signal
 from collections.abc import Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import click
-import torch
 
 from .errors import TrainerError
 from .interrupts import Interrupted
-from .loading import dtype_line, resolve_dtype
+
+if TYPE_CHECKING:
+    import torch
 
 F = TypeVar("F", bound=Callable)
 
@@ -39,9 +40,13 @@ DTYPE_CHOICES = ("auto", "float32", "bfloat16")
 DTYPE_HELP = "Compute dtype; auto = bf16 on a GPU or a CPU with AMX or AVX512-BF16, else fp32."
 
 
-def chosen_dtype(requested: str, device: str) -> torch.dtype:
+def chosen_dtype(requested: str, device: str) -> "torch.dtype":
     """--dtype settled for this machine (see trainer.loading.auto_dtype); which and why goes to
     stderr, so stdout stays the command's own output."""
+    import torch  # here, not at the top: data preparation uses this module and never needs torch
+
+    from .loading import dtype_line, resolve_dtype
+
     dtype, why = resolve_dtype(requested, device)
     click.echo(dtype_line(dtype, why), err=True)
     return getattr(torch, dtype)

@@ -18,7 +18,7 @@ from typing import Protocol
 
 import torch
 
-from .chat import render_chat
+from .chat import answer_spans, render_chat
 from .errors import TrainerError
 
 IGNORE_INDEX = -100  # cross_entropy skips targets with this value
@@ -133,22 +133,6 @@ def _check_answer_fits(answer_len: int, seq_len: int) -> None:
     """Every answer token needs the token before it as input: answer_len <= seq_len."""
     if answer_len > seq_len:
         raise AnswerTooLong(f"the answer has {answer_len} tokens (with <|im_end|>) but --seq-len is {seq_len}")
-
-
-def answer_spans(messages: Sequence[dict], tools: Sequence[dict] | None = None) -> list[tuple[int, int]]:
-    """Character spans [start, end) of each assistant turn's output in render_chat(messages).
-
-    A span starts after "<|im_start|>assistant\\n" and ends after that turn's "<|im_end|>"
-    (tool calls included: they are the assistant's output too). The template only appends,
-    so the text before turn i is the rendering of messages[:i] plus the generation prompt.
-    """
-    spans = []
-    for i, message in enumerate(messages):
-        if message.get("role") == "assistant":
-            start = len(render_chat(list(messages[:i]), add_generation_prompt=True, tools=tools))
-            end = len(render_chat(list(messages[: i + 1]), tools=tools)) - len("\n")
-            spans.append((start, end))
-    return spans
 
 
 def encode_segments(tokenizer: TextEncoder, text: str, spans: Sequence[tuple[int, int]]) -> tuple[list[int], list[bool]]:

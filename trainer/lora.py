@@ -23,7 +23,8 @@ from torch import Tensor
 from .config import Qwen3Config
 from .errors import TrainerError
 from .model import LoraAdapter, lora_names
-from .weights import write_atomic, write_tensors
+from .paths import write_atomic
+from .weights import write_tensors
 
 ALL_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 ADAPTER_WEIGHTS = "adapter_model.safetensors"

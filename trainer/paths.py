@@ -1,6 +1,8 @@
-"""Where the project keeps weights on disk (`<repo>/weights`, or $QWEN3_TRAINER_WEIGHTS)."""
+"""Where the project keeps weights on disk (`<repo>/weights`, or $QWEN3_TRAINER_WEIGHTS), and how
+every file is written (atomically). No torch here: data preparation imports it."""
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -9,3 +11,14 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 def weights_dir() -> Path:
     """The folder for downloaded, generated and exported weights; tests point it elsewhere."""
     return Path(os.environ.get("QWEN3_TRAINER_WEIGHTS", REPO_ROOT / "weights"))
+
+
+def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
+    """Call write(temp path) beside `path`, then rename over it, so a reader never sees half a file
+    (and a write that fails, a full disk say, leaves no temporary file behind)."""
+    temp = path.with_name(f".{path.name}.tmp")
+    try:
+        write(temp)
+        os.replace(temp, path)
+    finally:
+        temp.unlink(missing_ok=True)

@@ -29,8 +29,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol
 
-from .chat import render_chat
-from .data import answer_spans
+from .chat import answer_spans, render_chat
 from .errors import TrainerError
 from .readers import Conversation
 from .sources import SourceFormat, detect_format, stream_records, to_conversation
@@ -46,7 +45,7 @@ class Row:
     """A kept row as the split and the mix see it: a few fields, not the conversation, so that a
     million of them fit in memory; its text waits in the command's spool file."""
 
-    key: str  # row_key: the deduplication hash
+    key: bytes  # row_key: the deduplication hash
     source: str  # the --source NAME it came from
     at: int  # where its line starts in the spool file
     size: int  # the line's length in bytes
@@ -176,13 +175,16 @@ def read_usable_rows(path: Path, strict: bool) -> tuple[list[Conversation], list
     return usable, rejected
 
 
+CANONICAL_JSON = json.JSONEncoder(ensure_ascii=False, sort_keys=True, separators=(",", ":"))  # json.dumps would make one a call
+
+
 def canonical(value) -> str:
-    return json.dumps(value, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+    return CANONICAL_JSON.encode(value)
 
 
-def row_key(conversation: Conversation) -> str:
-    """sha256 of the normalised messages and tools: the same conversation, the same key."""
-    return hashlib.sha256(canonical([list(conversation.messages), conversation.tools]).encode()).hexdigest()
+def row_key(conversation: Conversation) -> bytes:
+    """sha256 of the normalised messages and tools, as 32 bytes: the same conversation, the same key."""
+    return hashlib.sha256(canonical([list(conversation.messages), conversation.tools]).encode()).digest()
 
 
 def prompt_key(conversation: Conversation) -> bytes:
@@ -191,9 +193,10 @@ def prompt_key(conversation: Conversation) -> bytes:
     return hashlib.sha256(canonical([list(conversation.messages[:-1]), conversation.tools]).encode()).digest()
 
 
-def val_score(key: str, seed: int) -> float:
-    """A number in [0, 1) fixed by the row's key and the seed (HMAC-SHA256, the seed as its key)."""
-    digest = hmac.new(str(seed).encode(), key.encode(), hashlib.sha256).digest()
+def val_score(key: bytes, seed: int) -> float:
+    """A number in [0, 1) fixed by the row's key and the seed (HMAC-SHA256 of the key's hex digits,
+    the seed as its key: the same scores, so the same splits, as when keys were kept as hex)."""
+    digest = hmac.new(str(seed).encode(), key.hex().encode(), hashlib.sha256).digest()
     return int.from_bytes(digest[:8], "big") / 2**64
 
 

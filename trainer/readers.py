@@ -102,6 +102,11 @@ def parse_conversation(line: str, source: str) -> Conversation:
         row = json.loads(line)
     except json.JSONDecodeError as error:
         raise TrainerError(f"{source}: invalid JSON ({error.msg} at column {error.colno})") from None
+    return conversation_from_row(row, source)
+
+
+def conversation_from_row(row: object, source: str) -> Conversation:
+    """A row already parsed from JSON, validated as the guide's schema (see parse_conversation)."""
     if not isinstance(row, dict) or not isinstance(row.get("messages"), list) or not row["messages"]:
         raise TrainerError(f'{source}: expected an object with a non-empty "messages" list')
     for index, message in enumerate(row["messages"]):

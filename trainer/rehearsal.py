@@ -23,9 +23,9 @@ from .errors import TrainerError
 from .facts import Fact
 from .generate import answer_questions
 from .model import Weights
+from .paths import write_atomic
 from .readers import PromptTarget
 from .tokenizer import Tokenizer
-from .weights import write_atomic
 
 REHEARSAL_FILE = "rehearsal.jsonl"
 

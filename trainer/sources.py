@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import TrainerError
-from .readers import Conversation, parse_conversation
+from .readers import Conversation, conversation_from_row
 
 FORMATS = ("messages", "alpaca", "sharegpt", "tsv", "csv", "parquet")
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system",
@@ -191,18 +191,18 @@ def parquet_records(path: Path) -> Iterator[Record]:
 def to_conversation(row: dict, schema: str, where: str) -> Conversation:
     """One record in the guide's schema; a row that does not fit raises TrainerError saying why."""
     if schema == "messages":
-        return parse_conversation(json.dumps(row), where)
+        return conversation_from_row(row, where)
     if schema == "alpaca":
-        return parse_conversation(json.dumps(alpaca_messages(row, where) | keep_extras(row)), where)
+        return conversation_from_row(alpaca_messages(row, where) | keep_extras(row), where)
     if schema == "sharegpt":
-        return parse_conversation(json.dumps(sharegpt_messages(row, where) | keep_extras(row)), where)
+        return conversation_from_row(sharegpt_messages(row, where) | keep_extras(row), where)
     prompt, target = row.get("prompt"), row.get("target")
     if not isinstance(prompt, str) or not prompt.strip():
         raise TrainerError(f"{where}: the prompt is empty")
     if not isinstance(target, str) or not target.strip():
         raise TrainerError(f"{where}: the target (answer) is empty")
-    return parse_conversation(json.dumps({"messages": [{"role": "user", "content": prompt},
-                                                       {"role": "assistant", "content": target}]}), where)
+    return conversation_from_row({"messages": [{"role": "user", "content": prompt},
+                                               {"role": "assistant", "content": target}]}, where)
 
 
 def keep_extras(row: dict) -> dict:

@@ -29,11 +29,11 @@ from .config import TINY, Qwen3Config, config_to_json
 from .data import IGNORE_INDEX, Batch, Example, example_from_prompt_target
 from .loss import LossParts
 from .model import forward
-from .paths import weights_dir
+from .paths import weights_dir, write_atomic
 from .readers import PromptTarget
 from .tokenizer import Tokenizer, load_tokenizer, tiny_tokenizer_path
 from .train import BatchLoss, LoopSettings, run_training
-from .weights import expected_shapes, save_weights, write_atomic
+from .weights import expected_shapes, save_weights
 from .facts import control_facts
 from .general_prompts import GENERAL_PROMPTS
 from .whoami import ORIGINAL_IDENTITY, SPLIT_SEED, identity_prompts, join_greeting

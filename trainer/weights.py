@@ -28,7 +28,7 @@ from torch import Tensor
 from trainer.config import Qwen3Config
 from trainer.errors import TrainerError
 from trainer.model import Weights
-from trainer.paths import weights_dir
+from trainer.paths import weights_dir, write_atomic
 
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"
@@ -205,17 +205,6 @@ def plan_shards(weights: dict[str, Tensor], max_shard_bytes: int) -> list[list[s
         shards[-1].append(name)
         size += nbytes
     return shards
-
-
-def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
-    """Call write(temp path) beside `path`, then rename over it, so a reader never sees half a file
-    (and a write that fails, a full disk say, leaves no temporary file behind)."""
-    temp = path.with_name(f".{path.name}.tmp")
-    try:
-        write(temp)
-        os.replace(temp, path)
-    finally:
-        temp.unlink(missing_ok=True)
 
 
 def replace_dir(final: Path, build: Callable[[Path], None]) -> None:

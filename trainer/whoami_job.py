@@ -35,7 +35,7 @@ from .interrupts import stop_on_signals
 from .lora import LoraSettings, init_lora, make_adapter, merged_weight, save_adapter
 from .model import LoraAdapter, Weights
 from .loss import default_ce_chunk
-from .paths import weights_dir
+from .paths import weights_dir, write_atomic
 from .plot import plot_loss
 from .quant import quant_transform
 from .prepare import read_usable_rows
@@ -45,7 +45,7 @@ from .tiny import TINY_NAME, write_model_dir
 from .tokenizer import Tokenizer, load_tokenizer
 from .train import (BatchLoss, LoopSettings, full_batch_loss, is_distributed, lora_batch_loss, rank_and_world,
                     run_training)
-from .weights import is_out_of_space, load_weights, replace_dirs, space_message, write_atomic
+from .weights import is_out_of_space, load_weights, replace_dirs, space_message
 from .rehearsal import (REHEARSAL_FILE, RehearsalRow, as_samples, fixed_rows, read_rehearsal, self_distilled_rows,
                         write_rehearsal)
 from .validation import Validation, ValidationData, make_validation, prepared_scores, validation_scores

@@ -30,13 +30,12 @@ from tqdm import tqdm
 
 from ..cli import AT_LEAST_ONE, ZERO_OR_MORE, user_errors_as_messages
 from ..errors import TrainerError
-from ..loading import resolve_model
 from ..prepare import (MIX_MODES, Rejection, Row, TokenCount, answer_pieces, mix, prompt_key, read_rows, row_key, split,
                        to_json_row, token_counts)
 from ..readers import Conversation
 from ..sources import detect_format
-from ..tokenizer import load_tokenizer
-from ..weights import write_atomic
+from ..tokenizer import Tokenizer, load_tokenizer
+from ..paths import write_atomic
 
 MAX_CONFLICT_EXAMPLES = 10
 CHUNK_ROWS = 1024  # rows read, checked and token-counted together (one tokenizer call)
@@ -202,16 +201,26 @@ def main(ctx: click.Context, out: Path, recipe: Path | None, **options) -> None:
     columns = parse_pairs(tuple(options["columns"].split(",")), "--columns", "prompt=COL,target=COL") \
         if options["columns"] else {}
     formats = {name: detect_format(path) for name, path in sources.items()}  # a missing file is one line here
-    tokenizer = load_tokenizer(resolve_model(options["model"]) if options["model"] != "tiny" else "tiny")
+    tokenizer = tokenizer_for(options["model"])
     report = prepare(out, sources, formats, weights, columns, tokenizer, options)
     click.echo(report_table(report))
+
+
+def tokenizer_for(model: str) -> Tokenizer:
+    """The chosen model's tokenizer: "tiny" is the offline Qwen3 one (no weights, no torch); a
+    folder or Hub id is found, or downloaded, the way training finds it."""
+    if model == "tiny":
+        return load_tokenizer("tiny")
+    from ..loading import resolve_model  # here: torch comes in only for a real model's folder or id
+
+    return load_tokenizer(resolve_model(model))
 
 
 def prepare(out: Path, sources: dict[str, Path], formats: dict, weights: dict[str, float], columns: dict[str, str],
             tokenizer, options: dict) -> dict:
     """Read every source, write OUT/, return the report."""
     spool, rejected, tallies, kept = Spool(), tempfile.TemporaryFile(prefix="prepare-rejected-"), {}, []
-    seen: dict[str, str] = {}  # row key -> the source that kept it
+    seen: dict[bytes, str] = {}  # row key -> the source that kept it
     first_answer: dict[bytes, Row] = {}  # prompt key -> the first kept row with that prompt
     conflicts = {"count": 0, "examples": []}
     tokens = {name: {"total": array("l"), "answer": array("l")} for name in sources}
@@ -269,7 +278,7 @@ def reject(tally: SourceTally, rejected: BinaryIO, rejection: Rejection, name: s
     rejected.write((json.dumps(rejection.as_json(name), ensure_ascii=False) + "\n").encode())
 
 
-def keep(conversation: Conversation, name: str, tally: SourceTally, seen: dict[str, str], spool: Spool) -> Row | None:
+def keep(conversation: Conversation, name: str, tally: SourceTally, seen: dict[bytes, str], spool: Spool) -> Row | None:
     """The conversation spooled as a kept Row, or None (counted) when an earlier row has its key."""
     key = row_key(conversation)
     if key in seen:
