@@ -59,7 +59,7 @@ class Tokenizer:
 
     def count_tokens(self, texts: list[str]) -> list[int]:
         """How many ids each text encodes to, for many texts in one call (spread over the cores)."""
-        return [len(encoding.ids) for encoding in self.backend.encode_batch(texts, add_special_tokens=False)]
+        return [len(encoding) for encoding in self.backend.encode_batch(texts, add_special_tokens=False)]
 
     def decode(self, ids: Sequence[int]) -> str:
         """Text for `ids`, keeping special tokens so chat markup survives a round trip."""
