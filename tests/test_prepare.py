@@ -148,7 +148,7 @@ def rows(source: str, count: int, start: int = 0) -> list[Row]:
     made = []
     for i in range(start, start + count):
         talk = conversation(("user", f"{source} question {i}"), ("assistant", f"answer {i}"))
-        made.append(Row(row_key(talk), source, at=i, size=0))
+        made.append(Row(row_key(talk), source, at=i))
     return made
 
 
@@ -295,6 +295,20 @@ def test_same_inputs_and_seed_give_byte_identical_outputs(tmp_path):
         assert result.exit_code == 0, result.output
     for name in ("train.jsonl", "val.jsonl", "rejected.jsonl", "report.json"):
         assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes(), name
+
+
+def test_a_newline_in_a_source_path_keeps_every_spooled_row_whole(tmp_path):
+    """The spool holds one line per row; a path with a newline in it must not cut its rows."""
+    rows = [{"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}]}
+            for i in range(30)]
+    source = write_jsonl(tmp_path / "odd\nname.jsonl", rows + [{"messages": rows[0]["messages"][:1] +
+                                                                [{"role": "assistant", "content": "other"}]}])
+    result = CliRunner().invoke(prepare_main, [str(tmp_path / "out"), "--source", f"m={source}", "--min-val", "5"])
+    assert result.exit_code == 0, result.output
+    written = [json.loads(line) for name in ("train", "val") for line in (tmp_path / "out" / f"{name}.jsonl").open()]
+    assert sorted(row["messages"][-1]["content"] for row in written) == sorted([f"a{i}" for i in range(30)] + ["other"])
+    conflict = json.loads((tmp_path / "out" / "report.json").read_text())["conflicts"]["examples"][0]
+    assert conflict["first"] == f"{source}:1".replace("\n", "\\n") and conflict["answers"] == ["a0", "other"]
 
 
 @pytest.mark.parametrize(("args", "message"), [

@@ -49,7 +49,6 @@ class Row:
     key: bytes  # row_key: the deduplication hash
     source: str  # the --source NAME it came from
     at: int  # where its line starts in the spool file
-    size: int  # the line's length in bytes
 
 
 class BatchCounter(Protocol):

@@ -101,19 +101,21 @@ def percentile(values: list[int], share: float) -> int:
 
 class Spool:
     """Kept rows wait here, one line each, until the split and the mix decide their order: a
-    temporary file (deleted on close) holds `WHERE NUL JSON`, and a Row holds only its offset,
-    so a million rows cost a few hundred MB of memory, not their text. (A file path never holds
-    NUL, and json.dumps escapes it in the text.)"""
+    temporary file (deleted on close) holds `WHERE NUL JSON` lines, and a Row holds only where its
+    line starts, so a million rows cost a few hundred MB of memory, not their text. (A file path
+    never holds NUL; json.dumps escapes NUL and newlines in the text, and a newline in a path is
+    written as \\n.)"""
 
     def __init__(self) -> None:
         self.file = tempfile.TemporaryFile(prefix="prepare-spool-")
         self.size = 0
 
-    def add(self, key: str, source: str, where: str, line: str) -> Row:
-        data = f"{where}\0{line}\n".encode()
+    def add(self, key: bytes, source: str, where: str, line: str) -> Row:
+        label = where.replace("\n", "\\n")  # one line per row, whatever the path holds
+        data = f"{label}\0{line}\n".encode()
         self.file.write(data)
         self.size += len(data)
-        return Row(key, source, self.size - len(data), len(data))
+        return Row(key, source, self.size - len(data))
 
     def read(self, row: Row) -> tuple[str, dict]:
         """(where, the JSON row) of a kept row."""
@@ -122,7 +124,7 @@ class Spool:
 
     def entry(self, row: Row) -> bytes:
         self.file.seek(row.at)
-        data = self.file.read(row.size)
+        data = self.file.readline()
         self.file.seek(0, os.SEEK_END)
         return data
 
