@@ -259,9 +259,8 @@ class SwiGLU(torch.autograd.Function):
     """silu(gate) * up for gate, up [B, T, I], keeping only gate and up for backward.
 
     Plain autograd would also keep silu(gate): a third [B, T, I] tensor per layer, the
-    widest activations of the model. Backward recomputes it from gate instead, and uses
-    PyTorch's fused derivative of silu, so at most two [B, T, I] temporaries exist at once
-    (the moment of the whole step that holds the most memory when layers are recomputed).
+    widest activations of the model. Backward recomputes it from gate instead, in place where it
+    can (the moment of the whole step that holds the most memory when layers are recomputed).
     """
 
     @staticmethod
@@ -272,9 +271,14 @@ class SwiGLU(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor, Tensor]:
         gate, up = ctx.saved_tensors
-        # silu_backward(g, x) = g * d silu(x) / dx = g * sigmoid(x) * (1 + x * (1 - sigmoid(x)))
-        grad_gate = torch.ops.aten.silu_backward(grad * up, gate)
-        return grad_gate, F.silu(gate).mul_(grad)
+        sigmoid = torch.sigmoid(gate)
+        silu = gate * sigmoid
+        # d silu(g) / dg = sigmoid(g) + g sigmoid(g) (1 - sigmoid(g)) = sigmoid + silu (1 - sigmoid),
+        # made in place, operation for operation as the plain formula rounds (the tiny world is
+        # built with it), so at most three [B, T, I] temporaries exist at once
+        slope = torch.sub(1, sigmoid).mul_(silu).add_(sigmoid)
+        del sigmoid
+        return (grad * up).mul_(slope), silu.mul_(grad)
 
 
 def mlp(weights: Weights, layer: int, x: Tensor, lora: LoraAdapter | None) -> Tensor:
