@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
+from export_checks import max_diff
+
 ROOT = Path(__file__).resolve().parent.parent
 STEPS = 60
 # float32: the claim is equality up to summation order, and bf16 rounds differently for a batch of 4 than of 8.
@@ -34,11 +36,6 @@ def max_relative(a: list[float], b: list[float]) -> float:
     return max(abs(x - y) / abs(x) for x, y in zip(a, b))
 
 
-def max_difference(a: dict, b: dict) -> float:
-    assert a.keys() == b.keys()
-    return max(float((a[name] - b[name]).abs().max()) for name in a)
-
-
 @pytest.mark.slow
 def test_two_processes_of_batch_four_equal_one_process_of_batch_eight_with_dropout(tmp_path):
     single, double = train(tmp_path / "single", 8, 1), train(tmp_path / "double", 4, 2)
@@ -54,10 +51,10 @@ def test_two_processes_of_batch_four_equal_one_process_of_batch_eight_with_dropo
 
     learned = [load_file(str(tmp_path / run / "checkpoints" / f"step-{STEPS:06d}" / "trainable.safetensors"))
                for run in ("single", "double")]
-    assert max_difference(*learned) < WEIGHTS
+    assert max_diff(*learned) < WEIGHTS
     assert max(float(t.abs().max()) for name, t in learned[0].items() if "lora_B" in name) > 1000 * WEIGHTS
     exported = [load_file(str(tmp_path / run / "adapter" / "adapter_model.safetensors")) for run in ("single", "double")]
-    assert max_difference(*exported) < WEIGHTS
+    assert max_diff(*exported) < WEIGHTS
 
 
 @pytest.mark.slow
