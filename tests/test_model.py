@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from trainer.config import load_config
-from trainer.model import (LoraAdapter, RMSNorm, SwiGLU, apply_rope, attention_allowed, causal_alone_suffices,
-                           forward, forward_cached, grouped_attention, linear, lora_names, project_to_logits, rms_norm,
-                           rope_cos_sin, row_dropout, stable_seed)
+from trainer.model import (LoraAdapter, LowRankDown, Recipe, RMSNorm, SwiGLU, apply_rope, attention_allowed,
+                           causal_alone_suffices, forward, forward_cached, grouped_attention, kept_as_is, linear,
+                           lora_names, project_to_logits, rebuilt_in_backward, rms_norm, rope_cos_sin, row_dropout,
+                           stable_seed)
 from trainer.weights import load_weights
 
 # Parity configs: tied/untied, GQA ratios 1, 2, 4, head_dim != hidden/heads, several RoPE bases,
@@ -198,6 +199,49 @@ def test_swiglu_hand_values_and_gradients():
 def test_swiglu_keeps_two_tensors_for_backward():
     gate, up = torch.randn(4, 6, requires_grad=True), torch.randn(4, 6, requires_grad=True)
     assert len(SwiGLU.apply(gate, up).grad_fn.saved_tensors) == 2
+
+
+def test_low_rank_down_keeps_the_recipe_not_its_input_and_gives_autograds_gradients():
+    source, a = torch.randn(3, 5, 8, requires_grad=True), torch.randn(4, 8, requires_grad=True)
+    x = source.sin()
+    out = LowRankDown.apply(x, a, Recipe(torch.sin, (source,)))
+    kept = out.grad_fn.saved_tensors
+    assert [t.data_ptr() for t in kept] == [a.data_ptr(), source.data_ptr()]  # not x
+    grad = torch.randn(3, 5, 4)
+    ours = torch.autograd.grad(out, (source, a), grad)
+    plain = torch.autograd.grad(torch.nn.functional.linear(source.sin(), a), (source, a), grad)
+    assert all(torch.allclose(o, p, rtol=1e-6, atol=1e-6) for o, p in zip(ours, plain))
+
+
+def test_linear_with_a_recipe_equals_keeping_the_input_also_with_dropout():
+    """Dropout is made again in backward from the row seeds: the same mask, the same gradients."""
+    name = "model.layers.0.mlp.down_proj.weight"
+    a_name, b_name = lora_names(name)
+    w, source = torch.randn(6, 8), torch.randn(2, 5, 8, requires_grad=True)
+    a, b = torch.randn(4, 8, requires_grad=True), torch.randn(6, 4, requires_grad=True)
+    lora = LoraAdapter({a_name: a, b_name: b}, scale=0.5, dropout=0.3, training=True, row_seeds=(7, 8))
+    grad = torch.randn(2, 5, 6)
+
+    def gradients(recipe_of) -> tuple[torch.Tensor, ...]:
+        x = source.exp()
+        return torch.autograd.grad(linear(x, {name: w}, name, lora, recipe_of(x)), (source, a, b), grad)
+
+    rebuilt = gradients(lambda x: Recipe(torch.exp, (source,)))
+    kept = gradients(kept_as_is)
+    assert all(torch.equal(r, k) for r, k in zip(rebuilt, kept))
+    no_dropout = torch.autograd.grad(linear(source.exp(), {name: w}, name, LoraAdapter(lora.tensors, 0.5, 0.0, True)),
+                                     (source, a, b), grad)
+    assert (rebuilt[1] - no_dropout[1]).abs().max() > 1e-3  # dropout acted
+
+
+def test_rebuilt_in_backward_keeps_the_recipe_and_backward_makes_the_tensor_again():
+    x = torch.randn(5, requires_grad=True)
+    y = x.exp()
+    with rebuilt_in_backward([(y, Recipe(torch.exp, (x,)))]):
+        z = y.sin()  # sin keeps its input for backward
+    kept = z.grad_fn._saved_self  # unpacked: made again
+    assert kept.data_ptr() != y.data_ptr() and torch.equal(kept, y)
+    assert torch.equal(torch.autograd.grad(z.sum(), x)[0], torch.autograd.grad(x.exp().sin().sum(), x)[0])
 
 
 def test_grouped_attention_equals_repeated_heads():

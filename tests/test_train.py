@@ -325,6 +325,35 @@ def test_lora_dropout_gradients_do_not_depend_on_the_split_or_on_recomputation(m
     assert max((g - e).abs().max().item() for g, e in zip(undropped, expected)) > 1e-3  # dropout really acts
 
 
+def kept_storages(batch_loss, batch) -> dict[int, tuple[int, ...]]:
+    """{storage address: shape} of every tensor autograd keeps for backward in one forward, weights aside."""
+    kept = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        if not t.is_leaf:
+            kept[t.untyped_storage().data_ptr()] = tuple(t.shape)
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        batch_loss(batch, batch.answer_token_count)
+    return kept
+
+
+def test_training_keeps_no_copy_of_the_adapters_inputs():
+    """Per layer autograd keeps gate and up (SwiGLU's backward needs them) but not SwiGLU's output, and
+    dropout adds no kept copy: each adapter's input is made again in backward (LowRankDown)."""
+    batch = step_batches(examples(4), 1, LoopSettings(steps=1, batch_size=4, grad_accum=1, lr=1e-2, warmup_steps=0,
+                                                     grad_clip=1.0, weight_decay=0.0, seed=5, pad_id=PAD))[0]
+    kept = {}
+    for dropout in (0.0, 0.3):
+        weights, tensors, _ = lora_setup(settings=LoraSettings(r=4, alpha=8.0, dropout=dropout))
+        loss = lora_batch_loss(weights, SMALL, tensors, LoraSettings(r=4, alpha=8.0, dropout=dropout), torch.float32, 7)
+        kept[dropout] = kept_storages(loss, batch)
+    widest = [shape for shape in kept[0.0].values() if len(shape) == 3 and shape[-1] == SMALL.intermediate_size]
+    assert len(widest) == 2 * SMALL.num_hidden_layers
+    assert sorted(kept[0.3].values()) == sorted(kept[0.0].values())
+
+
 # ---------------------------------------------------------------------------
 # Schedule and data order
 # ---------------------------------------------------------------------------

@@ -11,7 +11,8 @@ QH query heads, KVH key/value heads, V vocabulary.
 """
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from functools import partial
 from typing import Protocol
@@ -56,6 +57,7 @@ class AttentionInputs:
     cos: Tensor  # [B, T, D] float32
     sin: Tensor  # [B, T, D] float32
     allowed: Tensor | None  # [B, 1, T, S] bool: may query t see key s; None = causal alone suffices
+    rebuild_rotated: bool = False  # attention's backward makes q and k again (see rebuilt_in_backward)
 
 
 def lora_names(name: str) -> tuple[str, str]:
@@ -86,20 +88,87 @@ def row_dropout(x: Tensor, p: float, row_seeds: Sequence[int], name: str) -> Ten
     return x * keep / (1 - p)
 
 
-def linear(x: Tensor, weights: Weights, name: str, lora: LoraAdapter | None = None) -> Tensor:
+@dataclass(frozen=True)
+class Recipe:
+    """How to make a tensor again from `sources`, tensors that backward keeps anyway."""
+
+    make: Callable[..., Tensor]
+    sources: tuple[Tensor, ...]
+
+
+def kept_as_is(x: Tensor) -> Recipe:
+    """The recipe of a tensor that backward keeps itself."""
+    return Recipe(lambda t: t, (x,))
+
+
+class LowRankDown(torch.autograd.Function):
+    """x [.., in] @ A.T -> [.., r], keeping for backward not x but its recipe.
+
+    The gradient of A needs the adapter's input (grad A = grad.T @ x). Plain autograd keeps it,
+    and that input is a tensor nothing else keeps: the normed layer input of q, k, v, gate and
+    up; SwiGLU's [B, T, I] output for down; with dropout, a dropped-out copy per projection.
+    Backward makes it again from what the norm, SwiGLU or attention keep anyway: a few
+    element-wise operations instead of a tensor per layer held from forward to backward.
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, a: Tensor, recipe: Recipe) -> Tensor:
+        ctx.make = recipe.make
+        ctx.save_for_backward(a, *recipe.sources)
+        return F.linear(x, a)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, Tensor, None]:
+        a, *sources = ctx.saved_tensors
+        x = ctx.make(*sources)  # [.., in], the same values as in forward
+        grad_a = grad.flatten(0, -2).T @ x.flatten(0, -2)  # [r, in]
+        return grad @ a, grad_a, None
+
+
+@contextmanager
+def rebuilt_in_backward(recipes: Sequence[tuple[Tensor, Recipe]]) -> Iterator[None]:
+    """While active, where autograd would keep one of these tensors for backward, it keeps the
+    tensor's recipe instead, and backward makes the tensor again (the same values).
+
+    For tensors kept by an operation PyTorch provides (attention keeps q and k), which cannot keep
+    a recipe itself as LowRankDown does. Not inside a recomputed (checkpointed) layer: these hooks
+    would take the place of the checkpoint's own.
+    """
+    def place(t: Tensor) -> tuple:
+        return t.data_ptr(), t.shape, t.stride()
+
+    by_place = {place(t): recipe for t, recipe in recipes}
+
+    def pack(t: Tensor) -> Tensor | Recipe:
+        recipe = by_place.get(place(t))
+        # detached sources: a kept tensor that points back into the graph would make a reference cycle
+        return t if recipe is None else Recipe(recipe.make, tuple(s.detach() for s in recipe.sources))
+
+    def unpack(kept: Tensor | Recipe) -> Tensor:
+        return kept.make(*kept.sources) if isinstance(kept, Recipe) else kept
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, unpack):
+        yield
+
+
+def linear(x: Tensor, weights: Weights, name: str, lora: LoraAdapter | None = None,
+           recipe: Recipe | None = None) -> Tensor:
     """x [.., in] -> [.., out] through the weight `name`, plus its LoRA update if it has one.
 
     The only place that knows a weight may be packed (4-bit): a Tensor uses F.linear,
-    anything else multiplies itself.
+    anything else multiplies itself. `recipe` makes x again from tensors backward keeps
+    anyway (see LowRankDown); without one, backward keeps x itself.
     """
     weight = weights[name]
     y = F.linear(x, weight) if isinstance(weight, Tensor) else weight.linear(x)  # [.., out]
     a_name, b_name = lora_names(name)
     if lora is None or a_name not in lora.tensors:
         return y
+    recipe = recipe or kept_as_is(x)
     if lora.training and lora.dropout > 0:
-        x = row_dropout(x, lora.dropout, lora.row_seeds, name)
-    low_rank = F.linear(x, lora.tensors[a_name].to(x.dtype)) * lora.scale  # [.., r]: scaling r values, not out
+        drop = partial(row_dropout, p=lora.dropout, row_seeds=lora.row_seeds, name=name)
+        x, recipe = drop(x), Recipe(lambda *sources, make=recipe.make: drop(make(*sources)), recipe.sources)
+    low_rank = LowRankDown.apply(x, lora.tensors[a_name].to(x.dtype), recipe) * lora.scale  # [.., r]: scaling r values, not out
     # in place: y is saved by nothing, and a second [.., out] buffer would be the widest moment of a
     # recomputing forward (up_proj's [B, T, I] on the 4B model)
     return y.add_(F.linear(low_rank, lora.tensors[b_name].to(x.dtype)))
@@ -137,7 +206,7 @@ def rms_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:
     world, built in float32, comes out the same. Narrower x goes through RMSNorm."""
     if x.dtype != torch.float32:
         return RMSNorm.apply(x, weight, eps)
-    return weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps))
+    return (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)).mul_(weight)  # in place: one buffer fewer
 
 
 # RoPE layout. Qwen3 checkpoints use the "rotate-half" convention: dimension i is paired
@@ -157,9 +226,11 @@ def rope_cos_sin(positions: Tensor, head_dim: int, theta: float) -> tuple[Tensor
 def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     """Rotate x [B, heads, T, D] by the angles in cos/sin [B, T, D] (rotate-half layout)."""
     half = x.shape[-1] // 2
-    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)  # [B, heads, T, D]
+    rotated = torch.cat([x[..., half:], x[..., :half]], dim=-1)  # [B, heads, T, D]
+    rotated[..., :half].neg_()
     cos, sin = cos[:, None].to(x.dtype), sin[:, None].to(x.dtype)  # [B, 1, T, D]
-    return x * cos + rotated * sin
+    # x * cos + rotated * sin, made in two buffers instead of four (the same roundings)
+    return (x * cos).add_(rotated.mul_(sin))
 
 
 def attention_allowed(key_segments: Tensor, query_len: int) -> Tensor:
@@ -194,7 +265,7 @@ def causal_alone_suffices(attention_mask: Tensor, past_len: int) -> bool:
 
 
 def attention_inputs(config: Qwen3Config, input_ids: Tensor, attention_mask: Tensor | None,
-                     position_ids: Tensor | None, past_len: int) -> AttentionInputs:
+                     position_ids: Tensor | None, past_len: int, rebuild_rotated: bool = False) -> AttentionInputs:
     """RoPE angles and mask for T new tokens after past_len cached ones.
 
     attention_mask is [B, past_len + T] (default all ones; segment numbers when packed).
@@ -208,13 +279,18 @@ def attention_inputs(config: Qwen3Config, input_ids: Tensor, attention_mask: Ten
         position_ids = ((attention_mask > 0).long().cumsum(-1) - 1).clamp(min=0)[:, -new:]  # [B, T]
     cos, sin = rope_cos_sin(position_ids, config.head_dim, config.rope_theta)
     causal = causal_alone_suffices(attention_mask, past_len)
-    return AttentionInputs(cos, sin, None if causal else attention_allowed(attention_mask, new))
+    return AttentionInputs(cos, sin, None if causal else attention_allowed(attention_mask, new), rebuild_rotated)
 
 
 def split_heads(x: Tensor, head_dim: int) -> Tensor:
     """[B, T, heads * D] -> [B, heads, T, D]."""
     batch, length, _ = x.shape
     return x.view(batch, length, -1, head_dim).transpose(1, 2)
+
+
+def merge_heads(x: Tensor) -> Tensor:
+    """[B, heads, T, D] -> [B, T, heads * D]."""
+    return x.transpose(1, 2).flatten(2)
 
 
 def grouped_attention(q: Tensor, k: Tensor, v: Tensor, allowed: Tensor | None) -> Tensor:
@@ -236,23 +312,33 @@ def grouped_attention(q: Tensor, k: Tensor, v: Tensor, allowed: Tensor | None) -
                                           attn_mask=allowed, is_causal=causal)
 
 
-def attention(weights: Weights, config: Qwen3Config, layer: int, x: Tensor, inputs: AttentionInputs,
-              past: tuple[Tensor, Tensor] | None, lora: LoraAdapter | None) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+def normed_and_rotated(x: Tensor, weight: Tensor, eps: float, inputs: AttentionInputs) -> Tensor:
+    """Qwen3's per-head RMSNorm, then RoPE; x [B, heads, T, D] -> [B, heads, T, D]."""
+    return apply_rope(rms_norm(x, weight, eps), inputs.cos, inputs.sin)
+
+
+def attention(weights: Weights, config: Qwen3Config, layer: int, x: Tensor, x_recipe: Recipe,
+              inputs: AttentionInputs, past: tuple[Tensor, Tensor] | None,
+              lora: LoraAdapter | None) -> tuple[Tensor, tuple[Tensor, Tensor]]:
     """Grouped-query self-attention over x [B, T, H]; returns ([B, T, H], this layer's (k, v) [B, KVH, S, D]).
 
     Qwen3 normalises each query and key head (q_norm, k_norm) before RoPE.
     """
     p = f"model.layers.{layer}.self_attn."
     eps, dim = config.rms_norm_eps, config.head_dim
-    q = split_heads(linear(x, weights, p + "q_proj.weight", lora), dim)  # [B, QH, T, D]
-    k = split_heads(linear(x, weights, p + "k_proj.weight", lora), dim)  # [B, KVH, T, D]
-    v = split_heads(linear(x, weights, p + "v_proj.weight", lora), dim)  # [B, KVH, T, D]
-    q = apply_rope(rms_norm(q, weights[p + "q_norm.weight"], eps), inputs.cos, inputs.sin)
-    k = apply_rope(rms_norm(k, weights[p + "k_norm.weight"], eps), inputs.cos, inputs.sin)
+    q = split_heads(linear(x, weights, p + "q_proj.weight", lora, x_recipe), dim)  # [B, QH, T, D]
+    k = split_heads(linear(x, weights, p + "k_proj.weight", lora, x_recipe), dim)  # [B, KVH, T, D]
+    v = split_heads(linear(x, weights, p + "v_proj.weight", lora, x_recipe), dim)  # [B, KVH, T, D]
+    q_recipe = Recipe(partial(normed_and_rotated, weight=weights[p + "q_norm.weight"], eps=eps, inputs=inputs), (q,))
+    k_recipe = Recipe(partial(normed_and_rotated, weight=weights[p + "k_norm.weight"], eps=eps, inputs=inputs), (k,))
+    q, k = q_recipe.make(q), k_recipe.make(k)
     if past is not None:
         k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)  # [B, KVH, S, D]
-    out = grouped_attention(q, k, v, inputs.allowed).transpose(1, 2).flatten(2)  # [B, T, QH * D]
-    return linear(out, weights, p + "o_proj.weight", lora), (k, v)
+    # q and k before their norms are kept by the norms' backward; attention's backward makes the
+    # normed and rotated ones again from them instead of keeping a second copy
+    with rebuilt_in_backward([(q, q_recipe), (k, k_recipe)]) if inputs.rebuild_rotated else nullcontext():
+        heads = grouped_attention(q, k, v, inputs.allowed)  # [B, QH, T, D], kept by attention's backward
+    return linear(merge_heads(heads), weights, p + "o_proj.weight", lora, Recipe(merge_heads, (heads,))), (k, v)
 
 
 class SwiGLU(torch.autograd.Function):
@@ -281,25 +367,28 @@ class SwiGLU(torch.autograd.Function):
         return (grad * up).mul_(slope), silu.mul_(grad)
 
 
-def mlp(weights: Weights, layer: int, x: Tensor, lora: LoraAdapter | None) -> Tensor:
+def swiglu(gate: Tensor, up: Tensor) -> Tensor:
+    """silu(gate) * up, [B, T, I]; see SwiGLU."""
+    return SwiGLU.apply(gate, up)
+
+
+def mlp(weights: Weights, layer: int, x: Tensor, x_recipe: Recipe, lora: LoraAdapter | None) -> Tensor:
     """SwiGLU: down(silu(gate(x)) * up(x)); x [B, T, H] -> [B, T, H]."""
     p = f"model.layers.{layer}.mlp."
-    gate = linear(x, weights, p + "gate_proj.weight", lora)  # [B, T, I]
-    up = linear(x, weights, p + "up_proj.weight", lora)  # [B, T, I]
-    return linear(SwiGLU.apply(gate, up), weights, p + "down_proj.weight", lora)
+    gate = linear(x, weights, p + "gate_proj.weight", lora, x_recipe)  # [B, T, I]
+    up = linear(x, weights, p + "up_proj.weight", lora, x_recipe)  # [B, T, I]
+    return linear(swiglu(gate, up), weights, p + "down_proj.weight", lora, Recipe(swiglu, (gate, up)))
 
 
 def decoder_layer(weights: Weights, config: Qwen3Config, layer: int, x: Tensor, inputs: AttentionInputs,
                   past: tuple[Tensor, Tensor] | None, lora: LoraAdapter | None) -> tuple[Tensor, tuple[Tensor, Tensor]]:
     """One pre-norm block with explicit residuals; x [B, T, H] -> ([B, T, H], (k, v))."""
     p = f"model.layers.{layer}."
-    shortcut = x
-    x = rms_norm(x, weights[p + "input_layernorm.weight"], config.rms_norm_eps)
-    x, kv = attention(weights, config, layer, x, inputs, past, lora)
-    x = shortcut + x
-    shortcut = x
-    x = rms_norm(x, weights[p + "post_attention_layernorm.weight"], config.rms_norm_eps)
-    return shortcut + mlp(weights, layer, x, lora), kv
+    norm = partial(rms_norm, weight=weights[p + "input_layernorm.weight"], eps=config.rms_norm_eps)
+    attended, kv = attention(weights, config, layer, norm(x), Recipe(norm, (x,)), inputs, past, lora)
+    x = x + attended
+    norm = partial(rms_norm, weight=weights[p + "post_attention_layernorm.weight"], eps=config.rms_norm_eps)
+    return x + mlp(weights, layer, norm(x), Recipe(norm, (x,)), lora), kv
 
 
 def forward(weights: Weights, config: Qwen3Config, input_ids: Tensor, attention_mask: Tensor | None = None,
@@ -323,7 +412,9 @@ def forward_cached(weights: Weights, config: Qwen3Config, input_ids: Tensor, cac
     attention_mask, if given, covers past and new tokens: [B, S].
     """
     past_len = cache[0][0].shape[2] if cache else 0
-    inputs = attention_inputs(config, input_ids, attention_mask, position_ids, past_len)
+    # a recomputed layer keeps nothing but its input, so rebuilding q and k would gain nothing there
+    inputs = attention_inputs(config, input_ids, attention_mask, position_ids, past_len,
+                              rebuild_rotated=not checkpoint_layers)
     x = F.embedding(input_ids, weights["model.embed_tokens.weight"])  # [B, T, H]
     new_cache = []
     for layer in range(config.num_hidden_layers):
