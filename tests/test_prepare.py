@@ -6,12 +6,13 @@ import json
 import subprocess
 import sys
 import unicodedata
+from concurrent.futures import Future
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
-from trainer.commands.prepare_data import main as prepare_main
+from trainer.commands.prepare_data import main as prepare_main, one_ahead
 from trainer.errors import TrainerError
 from trainer.evaluate import is_usable
 from trainer.generate import Answer
@@ -418,3 +419,25 @@ def test_preparing_data_never_imports_torch():
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
 
+
+
+class RunAtOnce:
+    """An executor that runs work when it is submitted, so the order of events is fixed."""
+
+    def submit(self, work, item) -> Future:
+        done = Future()
+        done.set_result(work(item))
+        return done
+
+
+def test_one_ahead_keeps_the_order_and_starts_the_next_item_before_this_one_is_handled():
+    events = []
+
+    def work(item: int) -> int:
+        events.append(f"work {item}")
+        return item * 10
+
+    for item, result in one_ahead(RunAtOnce(), work, range(3)):
+        events.append(f"handle {item} ({result})")
+    assert events == ["work 0", "work 1", "handle 0 (0)", "work 2", "handle 1 (10)", "handle 2 (20)"]
+    assert list(one_ahead(RunAtOnce(), work, [])) == []

@@ -58,8 +58,9 @@ class Tokenizer:
         return self.backend.encode(text, add_special_tokens=False).ids
 
     def count_tokens(self, texts: list[str]) -> list[int]:
-        """How many ids each text encodes to, for many texts in one call (spread over the cores)."""
-        return [len(encoding) for encoding in self.backend.encode_batch(texts, add_special_tokens=False)]
+        """How many ids each text encodes to, for many texts in one call (spread over the cores;
+        the fast variant skips the character offsets nobody reads here)."""
+        return [len(encoding) for encoding in self.backend.encode_batch_fast(texts, add_special_tokens=False)]
 
     def decode(self, ids: Sequence[int]) -> str:
         """Text for `ids`, keeping special tokens so chat markup survives a round trip."""

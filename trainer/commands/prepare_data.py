@@ -18,7 +18,8 @@ import tempfile
 import tomllib
 from array import array
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -139,6 +140,26 @@ class Spool:
                 out.write(self.entry(row).split(b"\0", 1)[1])
 
 
+def checked_chunks(rows: Iterable[Conversation | Rejection]) -> Iterator[tuple[list, list[Conversation], list]]:
+    """CHUNK_ROWS rows at a time: (every row as read, its usable conversations, their `rendered` pieces)."""
+    for chunk in chunked(rows, CHUNK_ROWS):
+        usable = [row for row in chunk if not isinstance(row, Rejection)]
+        yield chunk, usable, rendered(usable)
+
+
+def one_ahead(pool: Executor, work: Callable, items: Iterable) -> Iterator[tuple]:
+    """(item, work(item)) for every item in order, work(next item) running in the pool while the
+    caller handles this one (and this thread reads the item after that)."""
+    pending = None
+    for item in items:
+        running = pool.submit(work, item)
+        if pending is not None:
+            yield pending[0], pending[1].result()
+        pending = item, running
+    if pending is not None:
+        yield pending[0], pending[1].result()
+
+
 def chunked(items: Iterable, size: int) -> Iterator[list]:
     chunk = []
     for item in items:
@@ -150,15 +171,20 @@ def chunked(items: Iterable, size: int) -> Iterator[list]:
         yield chunk
 
 
-def measure(tokenizer, conversations: list[Conversation], seq_len: int) -> list[TokenCount | str]:
-    """Each conversation's TokenCount, or why it cannot be used (the template cannot render it,
-    or its last answer alone is longer than seq_len); one tokenizer call for them all."""
+def rendered(conversations: list[Conversation]) -> list[list[tuple[str, bool]] | str]:
+    """Each conversation's answer_pieces, or why the chat template cannot render it."""
     pieces: list[list[tuple[str, bool]] | str] = []
     for conversation in conversations:
         try:
             pieces.append(answer_pieces(conversation))
         except Exception as error:  # a template that cannot render it
             pieces.append(f"the chat template cannot render it ({type(error).__name__}: {error})")
+    return pieces
+
+
+def measure(tokenizer, pieces: list[list[tuple[str, bool]] | str], seq_len: int) -> list[TokenCount | str]:
+    """Each rendered conversation's TokenCount, or why it cannot be used (the template cannot
+    render it, or its last answer alone is longer than seq_len); one tokenizer call for them all."""
     counts = iter(token_counts(tokenizer, [p for p in pieces if not isinstance(p, str)]))
     results = [p if isinstance(p, str) else next(counts) for p in pieces]
     return [f"the last answer alone has {r.last_answer} tokens, more than --seq-len {seq_len}"
@@ -227,19 +253,21 @@ def prepare(out: Path, sources: dict[str, Path], formats: dict, weights: dict[st
     first_answer: dict[bytes, Row] = {}  # prompt key -> the first kept row with that prompt
     conflicts = {"count": 0, "examples": []}
     tokens = {name: {"total": array("l"), "answer": array("l")} for name in sources}
-    with spool.file, rejected:
+    # the tokenizer counts one chunk in a thread of its own (it lets go of Python's lock and spreads
+    # over the cores) while this thread checks the chunk before and reads the next
+    def counted(chunk: tuple) -> list[TokenCount | str]:
+        return measure(tokenizer, chunk[2], options["seq_len"])
+
+    with spool.file, rejected, ThreadPoolExecutor(max_workers=1) as counter:
         for name, path in sources.items():
             tally = tallies[name] = SourceTally(str(formats[name]))
             rows = tqdm(read_rows(path, columns, formats[name]), desc=name, unit=" rows", disable=None)
-            for chunk in chunked(rows, CHUNK_ROWS):
+            for (chunk, usable, _), counts in one_ahead(counter, counted, checked_chunks(rows)):
                 tally.read += len(chunk)
-                usable = []
                 for item in chunk:
                     if isinstance(item, Rejection):
                         reject(tally, rejected, item, name)
-                    else:
-                        usable.append(item)
-                for conversation, count in zip(usable, measure(tokenizer, usable, options["seq_len"])):
+                for conversation, count in zip(usable, counts):
                     if isinstance(count, str):
                         line = ROW_JSON.encode(to_json_row(conversation, name))
                         reject(tally, rejected, Rejection(conversation.source, count, line), name)
