@@ -17,7 +17,7 @@ pays for the other's imports, allocator state or peak memory. Both see:
 - activation checkpointing on or off for both (`--grad-checkpoint`; by default as the trainer
   runs: on for CUDA, off on CPU; transformers through gradient_checkpointing_enable).
 Time is counted after --warmup steps; tokens/s is real tokens per second of the median step.
-Beside it, the useful GFLOPS of that step (trainer.flops counts them from the shapes) and, in
+Beside it, the useful GFLOPS of that step (trainer.qwen3.flops counts them from the shapes) and, in
 the same run, this machine's matmul peak in the same dtype, so every figure has a share of the
 machine's own limit.
 """
@@ -41,17 +41,17 @@ from torch import Tensor
 
 from make_random_checkpoint import SHAPES, make_random_checkpoint, random_tensor
 from trainer.cli import DTYPE_CHOICES, DTYPE_HELP, user_errors_as_messages
-from trainer.config import Qwen3Config, config_to_json, load_config
-from trainer.data import IGNORE_INDEX, Batch, Example, collate
+from trainer.qwen3.config import Qwen3Config, config_to_json, load_config
+from trainer.text.data import IGNORE_INDEX, Batch, Example, collate
 from trainer.errors import TrainerError
-from trainer.flops import lora_step_flops
-from trainer.loading import dtype_line, resolve_dtype
-from trainer.lora import ALL_PROJECTIONS, LoraSettings, init_lora
-from trainer.loss import default_ce_chunk
-from trainer.model import Weights
-from trainer.quant import NF4Weight, quant_transform
-from trainer.train import LoopSettings, lora_batch_loss, make_optimizer, move_batch, train_step
-from trainer.weights import expected_shapes, load_weights, safetensors_files
+from trainer.qwen3.flops import lora_step_flops
+from trainer.job.loading import dtype_line, resolve_dtype
+from trainer.qwen3.lora import ALL_PROJECTIONS, LoraSettings, init_lora
+from trainer.training.loss import default_ce_chunk
+from trainer.qwen3.model import Weights
+from trainer.qwen3.quant import NF4Weight, quant_transform
+from trainer.training.train import LoopSettings, lora_batch_loss, make_optimizer, move_batch, train_step
+from trainer.qwen3.weights import expected_shapes, load_weights, safetensors_files
 
 ANSWER_FRACTION = 0.12  # share of each row that is answer (carries the loss)
 LORA = LoraSettings(r=16, alpha=32.0, dropout=0.0, targets=ALL_PROJECTIONS)
@@ -162,7 +162,7 @@ def timed_steps(step: Callable[[], float], settings: BenchSettings, tokens_per_s
 
 
 # ---------------------------------------------------------------------------
-# Our stack: trainer.train.lora_batch_loss + train_step
+# Our stack: trainer.training.train.lora_batch_loss + train_step
 # ---------------------------------------------------------------------------
 
 
@@ -343,7 +343,7 @@ def table(rows: list[dict], peak_gflops: float) -> str:
              f"on {len(LORA.targets)} projections, batch {first['batch_size']} x {first['seq_len']}, "
              f"activation checkpointing {'on' if first['grad_checkpoint'] else 'off'}, "
              f"{first['steps']} timed steps after {first['warmup']} warmup",
-             f"useful work {first['step_flops'] / 1e9:.1f} GFLOP a step (trainer/flops.py); this machine's "
+             f"useful work {first['step_flops'] / 1e9:.1f} GFLOP a step (trainer/qwen3/flops.py); this machine's "
              f"{first['dtype']} matmul peak now: {peak_gflops:.0f} GFLOPS ({PEAK_SIZE}x{PEAK_SIZE})",
              f"{'stack':<12}{'tokens/s':>12}{'step s':>10}{'GFLOPS':>10}{'of peak':>9}  "
              f"{first['mem_kind'] + ' GB':>24}{'loss first':>12}{'loss last':>12}"]
@@ -370,7 +370,7 @@ def held_bytes(weights: Weights) -> tuple[int, int]:
 
 
 def measure_load(model_dir: Path, dtype: str, device: str, quant: str) -> dict:
-    """Load through trainer.weights.load_weights (nf4: quantized tensor by tensor) and report memory."""
+    """Load through trainer.qwen3.weights.load_weights (nf4: quantized tensor by tensor) and report memory."""
     config = load_config(model_dir)
     file_bytes = sum(path.stat().st_size for path in safetensors_files(model_dir))
     before = peak_rss_bytes()
@@ -424,7 +424,7 @@ def finite_or_fail(rows: list[dict]) -> None:
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", help="Where both stacks run.")
 @click.option("--dtype", type=click.Choice(DTYPE_CHOICES), default="auto", help=DTYPE_HELP)
 @click.option("--quant", type=click.Choice(["none", "nf4"]), default="none",
-              help="nf4: 4-bit frozen projections (ours: trainer.quant; reference: BitsAndBytesConfig).")
+              help="nf4: 4-bit frozen projections (ours: trainer.qwen3.quant; reference: BitsAndBytesConfig).")
 @click.option("--grad-checkpoint/--no-grad-checkpoint", default=None,
               help="Recompute each layer during backward, in both stacks [default: on for CUDA, off on CPU].")
 @click.option("--seed", default=0, help="Seed of the weights, the rows and LoRA A.")

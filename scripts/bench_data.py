@@ -106,7 +106,7 @@ def write_sources(folder: Path, rows: int, seed: int) -> dict[str, Path]:
 
 def one_jsonl(paths: dict[str, Path], out: Path) -> int:
     """Every usable row of the four sources as one messages JSONL (what both stacks read in the comparison)."""
-    from trainer.prepare import Rejection, read_rows
+    from trainer.prep.prepare import Rejection, read_rows
 
     count = 0
     with out.open("w", encoding="utf-8") as file:
@@ -130,9 +130,9 @@ REFERENCE = """
 import resource, sys, time
 started = time.perf_counter()
 from datasets import load_dataset, disable_progress_bars
-from trainer.prepare import answer_pieces, normalise_text, row_key, token_counts
-from trainer.readers import Conversation
-from trainer.tokenizer import load_tokenizer
+from trainer.prep.prepare import answer_pieces, normalise_text, row_key, token_counts
+from trainer.text.readers import Conversation
+from trainer.text.tokenizer import load_tokenizer
 disable_progress_bars()
 source, out, val_ratio, seed = sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4])
 tokenizer = load_tokenizer("tiny")

@@ -14,12 +14,12 @@ import time
 import click
 import torch
 
-from trainer.chat import render_chat
+from trainer.text.chat import render_chat
 from trainer.cli import user_errors_as_messages
 from trainer.errors import TrainerError
-from trainer.evaluate import built_in_eval_sets
-from trainer.generate import generate, generate_greedy_batch
-from trainer.loading import load_model
+from trainer.job.evaluate import built_in_eval_sets
+from trainer.qwen3.generate import generate, generate_greedy_batch
+from trainer.job.loading import load_model
 
 
 def evaluation_prompts(limit: int | None) -> list[str]:

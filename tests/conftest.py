@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from trainer.tokenizer import Tokenizer, load_tokenizer
+from trainer.text.tokenizer import Tokenizer, load_tokenizer
 
 
 @pytest.fixture(scope="session")

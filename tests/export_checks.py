@@ -2,7 +2,7 @@
 
 Shared by tests/test_whoami_job.py, tests/test_full_disk.py and tests/test_scripts.py (not a test
 file itself). The expectation is built here from safetensors and adapter_config.json, without
-trainer.lora, so a bug in the library's merge cannot also be in the value it is checked against.
+trainer.qwen3.lora, so a bug in the library's merge cannot also be in the value it is checked against.
 """
 
 import json

@@ -13,8 +13,8 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from trainer.config import TINY, load_config
-from trainer.weights import INDEX_FILE, expected_shapes, load_weights
+from trainer.qwen3.config import TINY, load_config
+from trainer.qwen3.weights import INDEX_FILE, expected_shapes, load_weights
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -8,7 +8,7 @@ run through transformers' own chat-template renderer (used at inference by expor
 import pytest
 from transformers.utils.chat_template_utils import render_jinja_template
 
-from trainer.chat import QWEN3_CHAT_TEMPLATE, render_chat
+from trainer.text.chat import QWEN3_CHAT_TEMPLATE, render_chat
 from trainer.errors import TrainerError
 
 TOOLS_INTRO = (

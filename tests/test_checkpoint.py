@@ -16,15 +16,15 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import trainer.checkpoint as checkpoint
-from trainer.checkpoint import list_checkpoints, load_checkpoint, resolve_resume, save_checkpoint
-from trainer.config import Qwen3Config
-from trainer.data import Example
+import trainer.training.checkpoint as checkpoint
+from trainer.training.checkpoint import list_checkpoints, load_checkpoint, resolve_resume, save_checkpoint
+from trainer.qwen3.config import Qwen3Config
+from trainer.text.data import Example
 from trainer.errors import TrainerError
-from trainer.lora import LoraSettings, init_lora
-from trainer.loss import LossParts
-from trainer.tiny import random_weights
-from trainer.train import LoopSettings, lora_batch_loss, run_training
+from trainer.qwen3.lora import LoraSettings, init_lora
+from trainer.training.loss import LossParts
+from trainer.job.tiny import random_weights
+from trainer.training.train import LoopSettings, lora_batch_loss, run_training
 
 ROOT = Path(__file__).resolve().parent.parent
 IGNORE = -100

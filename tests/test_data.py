@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from trainer import TrainerError, collate, make_next_token_pairs, render_chat, slice_response_only, window
-from trainer.data import (
+from trainer.text.data import (
     IGNORE_INDEX,
     AnswerTooLong,
     Example,
@@ -19,9 +19,9 @@ from trainer.data import (
     example_from_prompt_target,
     last_answer_length,
 )
-from trainer.facts import control_facts
-from trainer.readers import PromptTarget
-from trainer.whoami import identity_rows
+from trainer.text.facts import control_facts
+from trainer.text.readers import PromptTarget
+from trainer.text.whoami import identity_rows
 
 IM_START, IM_END, NEWLINE, USER, ASSISTANT = 151644, 151645, 198, 872, 77091
 WHO_ARE_YOU_PROMPT = [IM_START, USER, NEWLINE, 105043, 108908, IM_END, NEWLINE, IM_START, ASSISTANT, NEWLINE]

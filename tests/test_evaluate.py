@@ -2,10 +2,10 @@
 
 import pytest
 
-import trainer.evaluate as evaluate
-from trainer.evaluate import EvalSets, claims_new_identity, evaluate_whoami
-from trainer.facts import Fact
-from trainer.generate import Answer
+import trainer.job.evaluate as evaluate
+from trainer.job.evaluate import EvalSets, claims_new_identity, evaluate_whoami
+from trainer.text.facts import Fact
+from trainer.qwen3.generate import Answer
 
 SETS = EvalSets(
     identity=("你是誰？", "Who are you?", "What are you?", "請介紹一下你自己"),

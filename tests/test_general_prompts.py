@@ -2,17 +2,17 @@
 the identity questions and known facts that neither may contain.
 
 The checks for known facts are themselves checked: they must flag every control fact of the world
-(trainer.facts) and every identity wording of trainer.whoami, so a check that matches nothing fails.
+(trainer.text.facts) and every identity wording of trainer.text.whoami, so a check that matches nothing fails.
 """
 
 import re
 from collections import Counter
 from itertools import product
 
-from trainer.facts import control_facts
-from trainer.general_prompts import CATEGORIES, GENERAL_PROMPTS, SCRIPTS, prompts_in
-from trainer.whoami import identity_prompts
-from trainer.world_unknowns import SCRIPT_SETS, dont_know_reply, unknown_questions
+from trainer.text.facts import control_facts
+from trainer.text.general_prompts import CATEGORIES, GENERAL_PROMPTS, SCRIPTS, prompts_in
+from trainer.text.whoami import identity_prompts
+from trainer.job.world_unknowns import SCRIPT_SETS, dont_know_reply, unknown_questions
 
 CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
 LATIN_LETTER = re.compile(r"[A-Za-z]")

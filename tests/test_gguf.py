@@ -13,15 +13,15 @@ import numpy as np
 import pytest
 import torch
 
-from trainer.chat import QWEN3_CHAT_TEMPLATE
-from trainer.config import TINY, load_config
+from trainer.text.chat import QWEN3_CHAT_TEMPLATE
+from trainer.qwen3.config import TINY, load_config
 from trainer.errors import TrainerError
-from trainer.gguf_export import (GGUF_TYPES, default_gguf_path, modelfile_text, require_gguf, vocabulary,
+from trainer.job.gguf_export import (GGUF_TYPES, default_gguf_path, modelfile_text, require_gguf, vocabulary,
                                  write_gguf)
-from trainer.loading import resolve_model
-from trainer.tiny import random_weights, write_model_dir
-from trainer.tokenizer import tiny_tokenizer_path
-from trainer.weights import load_weights
+from trainer.job.loading import resolve_model
+from trainer.job.tiny import random_weights, write_model_dir
+from trainer.text.tokenizer import tiny_tokenizer_path
+from trainer.qwen3.weights import load_weights
 
 gguf = pytest.importorskip("gguf")
 REPO = Path(__file__).resolve().parent.parent
@@ -147,7 +147,7 @@ def test_an_untied_lm_head_is_written_as_output(tmp_path):
 
 
 def test_a_failed_export_leaves_no_file_behind(tmp_path, world_dir, monkeypatch):
-    import trainer.gguf_export as export
+    import trainer.job.gguf_export as export
 
     calls = []
 

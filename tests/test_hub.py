@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from hub_stand_in import HubBehaviour, HubStandIn
-from trainer.loading import resolve_model
+from trainer.job.loading import resolve_model
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parent.parent

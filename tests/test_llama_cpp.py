@@ -14,13 +14,13 @@ import numpy as np
 import pytest
 import torch
 
-from trainer.chat import render_chat
-from trainer.facts import control_facts
-from trainer.generate import answer_questions
-from trainer.gguf_export import write_gguf
-from trainer.loading import load_model
-from trainer.model import forward, head_weight
-from trainer.whoami import whoami_splits
+from trainer.text.chat import render_chat
+from trainer.text.facts import control_facts
+from trainer.qwen3.generate import answer_questions
+from trainer.job.gguf_export import write_gguf
+from trainer.job.loading import load_model
+from trainer.qwen3.model import forward, head_weight
+from trainer.text.whoami import whoami_splits
 
 llama_cpp = pytest.importorskip("llama_cpp")
 pytestmark = pytest.mark.slow

@@ -7,13 +7,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from trainer.config import Qwen3Config, load_config
+from trainer.qwen3.config import Qwen3Config, load_config
 from trainer.errors import TrainerError
-from trainer.lora import (ALL_PROJECTIONS, LoraSettings, adapter_config_json, init_lora, load_adapter, make_adapter,
+from trainer.qwen3.lora import (ALL_PROJECTIONS, LoraSettings, adapter_config_json, init_lora, load_adapter, make_adapter,
                           merge_lora, save_adapter, target_weight_names)
-from trainer.model import forward, project_to_logits
-from trainer.tiny import random_weights
-from trainer.weights import load_weights
+from trainer.qwen3.model import forward, project_to_logits
+from trainer.job.tiny import random_weights
+from trainer.qwen3.weights import load_weights
 
 SMALL = Qwen3Config(vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                     num_attention_heads=4, num_key_value_heads=2, head_dim=8, rms_norm_eps=1e-6,

@@ -6,9 +6,9 @@ import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
 
 from trainer.errors import TrainerError
-from trainer.loss import answer_loss, default_ce_chunk, kl_to_base, token_cross_entropy
+from trainer.training.loss import answer_loss, default_ce_chunk, kl_to_base, token_cross_entropy
 
-IGNORE = -100  # torch's own default ignore_index, written independently of trainer.data
+IGNORE = -100  # torch's own default ignore_index, written independently of trainer.text.data
 
 
 def make_case(seed: int, batch: int = 2, length: int = 7, hidden_size: int = 16, vocab: int = 50,

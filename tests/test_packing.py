@@ -2,11 +2,11 @@
 
 import torch
 
-from trainer.config import Qwen3Config
-from trainer.data import IGNORE_INDEX, Example, collate, pack_examples
-from trainer.lora import LoraSettings, init_lora
-from trainer.tiny import random_weights
-from trainer.train import lora_batch_loss
+from trainer.qwen3.config import Qwen3Config
+from trainer.text.data import IGNORE_INDEX, Example, collate, pack_examples
+from trainer.qwen3.lora import LoraSettings, init_lora
+from trainer.job.tiny import random_weights
+from trainer.training.train import lora_batch_loss
 
 CONFIG = Qwen3Config(vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                      num_attention_heads=4, num_key_value_heads=2, head_dim=8, rms_norm_eps=1e-6,

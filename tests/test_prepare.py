@@ -14,14 +14,14 @@ from click.testing import CliRunner
 
 from trainer.commands.prepare_data import main as prepare_main, one_ahead
 from trainer.errors import TrainerError
-from trainer.evaluate import is_usable
-from trainer.generate import Answer
-from trainer.chat import answer_spans, render_chat
-from trainer.data import encode_segments, last_answer_length
-from trainer.prepare import (Row, TokenCount, answer_pieces, mix, normalise, normalise_text, normalised_weights,
+from trainer.job.evaluate import is_usable
+from trainer.qwen3.generate import Answer
+from trainer.text.chat import answer_spans, render_chat
+from trainer.text.data import encode_segments, last_answer_length
+from trainer.prep.prepare import (Row, TokenCount, answer_pieces, mix, normalise, normalise_text, normalised_weights,
                              problem_with, prompt_key, row_key, split, token_counts, val_score)
-from trainer.readers import Conversation
-from trainer.sources import detect_format, stream_records, to_conversation
+from trainer.text.readers import Conversation
+from trainer.prep.sources import detect_format, stream_records, to_conversation
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -396,8 +396,8 @@ def test_four_formats_prepared_then_trained_on(tmp_path):
 
 
 def test_the_before_after_table_shows_a_prepared_val_set():
-    from trainer.evaluate import EvalReport
-    from trainer.whoami_job import eval_table
+    from trainer.job.evaluate import EvalReport
+    from trainer.job.whoami_job import eval_table
 
     before = EvalReport(0.0, 0.0, 1.0, None, {}, {"val_perplexity": 12.345, "val_token_accuracy": 0.5,
                                                   "val_usability": 0.8, "val_json_valid": 0.25})

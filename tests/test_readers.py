@@ -5,7 +5,7 @@ import json
 import pytest
 
 from trainer import TrainerError, read_jsonl, read_samples, read_tsv
-from trainer.readers import Conversation, PromptTarget
+from trainer.text.readers import Conversation, PromptTarget
 
 
 def write(tmp_path, name, text):

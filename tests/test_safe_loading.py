@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from trainer.loading import load_model
-from trainer.tokenizer import tiny_tokenizer_path
+from trainer.job.loading import load_model
+from trainer.text.tokenizer import tiny_tokenizer_path
 
 ROOT = Path(__file__).resolve().parent.parent
 PICKLE_MODULES = {"pickle", "cPickle", "_pickle", "dill", "cloudpickle", "joblib", "shelve", "marshal"}

@@ -41,8 +41,8 @@ def test_chat_prints_what_transformers_generates(hf_qwen3, qwen_tokenizer):
     from transformers import AutoTokenizer
 
     from trainer import render_chat
-    from trainer.tiny import tokenizer_config_json
-    from trainer.tokenizer import tiny_tokenizer_path
+    from trainer.job.tiny import tokenizer_config_json
+    from trainer.text.tokenizer import tiny_tokenizer_path
 
     model, folder = hf_qwen3("chat", vocab_size=151936, hidden_size=32, intermediate_size=64, head_dim=8, seed=3)
     shutil.copyfile(tiny_tokenizer_path(), folder / "tokenizer.json")
@@ -120,7 +120,7 @@ def test_train_whoami_self_test_failure_exits_1_showing_the_reply_and_keeps_the_
     lr 1e-9 cannot teach it, so the export still answers as the base does; the export itself is kept
     (a matching adapter/ and merged/ pair) to inspect."""
     from export_checks import assert_pair_matches
-    from trainer.tiny import tiny_model_dir
+    from trainer.job.tiny import tiny_model_dir
 
     out = tmp_path / "out"
     result = run_script("train_whoami.py", "--model", "tiny", "--out", str(out), "--steps", "1", "--lr", "1e-9",
@@ -149,7 +149,7 @@ def test_chat_interactive_streams_and_resets():
 def test_loss_plot_without_matplotlib_is_a_notice(tmp_path, monkeypatch):
     import builtins
 
-    from trainer.plot import plot_loss
+    from trainer.job.plot import plot_loss
 
     real_import = builtins.__import__
 
@@ -165,7 +165,7 @@ def test_loss_plot_without_matplotlib_is_a_notice(tmp_path, monkeypatch):
 
 
 def test_loss_plot_draws_a_png(tmp_path):
-    from trainer.plot import plot_loss
+    from trainer.job.plot import plot_loss
 
     lines = [json.dumps({"step": i, "loss": 3.0 / i, "lr": 0.01}) for i in range(1, 6)]
     (tmp_path / "metrics.jsonl").write_text("\n".join(lines) + "\n")
@@ -188,16 +188,17 @@ def test_bench_generate_rejects_a_zero_batch_without_a_traceback():
 
 
 def test_the_installed_commands_live_inside_the_package_and_scripts_is_no_package(tmp_path):
-    """pip install -e . installs trainer and trainer.commands only (a top-level "scripts" package would
-    collide with any other of that common name); every console script is a click command there, and
-    the launcher in scripts/ runs that same command."""
+    """pip install -e . installs trainer and every package inside it, and nothing else (a top-level
+    "scripts" package would collide with any other of that common name); every console script is a
+    click command there, and the launcher in scripts/ runs that same command."""
     import importlib
     import tomllib
 
     import click
 
     project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
-    assert project["tool"]["setuptools"]["packages"] == ["trainer", "trainer.commands"]
+    inside = sorted(".".join(init.parent.relative_to(ROOT).parts) for init in (ROOT / "trainer").rglob("__init__.py"))
+    assert sorted(project["tool"]["setuptools"]["packages"]) == inside
     assert not (ROOT / "scripts" / "__init__.py").exists()
     for name, target in project["project"]["scripts"].items():
         module, function = target.split(":")

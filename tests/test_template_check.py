@@ -10,9 +10,9 @@ import json
 import pytest
 from transformers.utils.chat_template_utils import render_jinja_template
 
-from trainer.chat import QWEN3_CHAT_TEMPLATE
+from trainer.text.chat import QWEN3_CHAT_TEMPLATE
 from trainer.errors import TrainerError
-from trainer.template_check import (
+from trainer.job.template_check import (
     PROBES,
     QWEN3_SPECIAL_TOKENS,
     check_model_template,

@@ -4,19 +4,19 @@
 import pytest
 import torch
 
-from trainer.config import TINY
-from trainer.data import collate, example_from_prompt_target
-from trainer.facts import control_facts
-from trainer.general_prompts import GENERAL_PROMPTS, SCRIPTS
-from trainer.generate import answer_questions
-from trainer.loading import load_model
-from trainer.loss import answer_loss
-from trainer.model import forward, head_weight
-from trainer.tiny import (CHINESE_WORD, EMBED_ROWS, EMBEDDING, STD, UNFAMILIAR, WORLD_SEED, random_weights,
+from trainer.qwen3.config import TINY
+from trainer.text.data import collate, example_from_prompt_target
+from trainer.text.facts import control_facts
+from trainer.text.general_prompts import GENERAL_PROMPTS, SCRIPTS
+from trainer.qwen3.generate import answer_questions
+from trainer.job.loading import load_model
+from trainer.training.loss import answer_loss
+from trainer.qwen3.model import forward, head_weight
+from trainer.job.tiny import (CHINESE_WORD, EMBED_ROWS, EMBEDDING, STD, UNFAMILIAR, WORLD_SEED, random_weights,
                           to_compact, unfamiliar_words, used_token_ids, world_batch_loss, world_examples,
                           world_pairs)
-from trainer.whoami import ORIGINAL_IDENTITY, identity_prompts
-from trainer.world_unknowns import SALAD_ENGLISH, dont_know_reply, salad_questions
+from trainer.text.whoami import ORIGINAL_IDENTITY, identity_prompts
+from trainer.job.world_unknowns import SALAD_ENGLISH, dont_know_reply, salad_questions
 
 
 @pytest.fixture(scope="module")
@@ -149,7 +149,7 @@ def test_the_closed_form_rest_of_the_vocabulary_matches_the_full_softmax(qwen_to
 def test_the_first_use_says_what_it_builds_and_where_it_is_cached(tmp_path, monkeypatch, capsys):
     """The build itself is the world above; here only what a user sees: a line before, a bar fed by
     every step's record, a line after with the time and the folder, and nothing once it is cached."""
-    import trainer.loading as loading
+    import trainer.job.loading as loading
 
     folder = tmp_path / "tiny-qwen3"
     monkeypatch.setattr(loading, "tiny_model_dir", lambda: folder)

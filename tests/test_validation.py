@@ -1,6 +1,6 @@
 """The stop rule and the every-N-steps validation schedule."""
 
-from trainer.validation import is_learned, make_validation
+from trainer.job.validation import is_learned, make_validation
 
 
 def test_learned_means_two_validations_in_a_row_answered_exactly_as_taught():

@@ -13,11 +13,11 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-import trainer.weights
-from trainer.config import QWEN3_4B_INSTRUCT_2507, TINY, Qwen3Config, config_to_json, load_config
+import trainer.qwen3.weights
+from trainer.qwen3.config import QWEN3_4B_INSTRUCT_2507, TINY, Qwen3Config, config_to_json, load_config
 from trainer.errors import TrainerError
-from trainer.model import forward, project_to_logits
-from trainer.weights import (HUB_PATTERNS, INDEX_FILE, SINGLE_FILE, expected_shapes, load_weights, read_tensor,
+from trainer.qwen3.model import forward, project_to_logits
+from trainer.qwen3.weights import (HUB_PATTERNS, INDEX_FILE, SINGLE_FILE, expected_shapes, load_weights, read_tensor,
                              remove_hidden, resolve_model_dir, save_weights)
 
 SMALL = replace(TINY, vocab_size=100, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
@@ -208,7 +208,7 @@ def test_hub_id_is_downloaded_into_weights_dir(tmp_path, monkeypatch):
         return str(local_dir)
 
     monkeypatch.setenv("QWEN3_TRAINER_WEIGHTS", str(tmp_path / "weights"))
-    monkeypatch.setattr(trainer.weights, "snapshot_download", fake_snapshot_download)
+    monkeypatch.setattr(trainer.qwen3.weights, "snapshot_download", fake_snapshot_download)
     model_dir = resolve_model_dir("Qwen/Qwen3-4B-Instruct-2507")
     assert model_dir == tmp_path / "weights" / "Qwen--Qwen3-4B-Instruct-2507"
     assert calls == [("Qwen/Qwen3-4B-Instruct-2507", model_dir, HUB_PATTERNS)]
@@ -230,7 +230,7 @@ def test_neither_directory_nor_hub_id(tmp_path):
 def test_a_failed_safetensors_write_is_the_oserror_it_is(tmp_path):
     """safetensors hides I/O failures in a SafetensorError's text; the export's full-disk handling
     needs the errno, so save_safetensors raises the OSError itself."""
-    from trainer.weights import save_safetensors
+    from trainer.qwen3.weights import save_safetensors
 
     with pytest.raises(OSError) as error:
         save_safetensors({"x": torch.zeros(2)}, tmp_path / "no-such-folder" / "x.safetensors")

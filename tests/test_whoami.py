@@ -2,9 +2,9 @@
 
 import re
 
-from trainer.facts import Fact, control_facts, reply_has_answer, split_facts
-from trainer.general_prompts import GENERAL_PROMPTS
-from trainer.whoami import (
+from trainer.text.facts import Fact, control_facts, reply_has_answer, split_facts
+from trainer.text.general_prompts import GENERAL_PROMPTS
+from trainer.text.whoami import (
     HELD_OUT_CORES,
     NEW_IDENTITY,
     identity_prompts,

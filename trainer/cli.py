@@ -41,11 +41,11 @@ DTYPE_HELP = "Compute dtype; auto = bf16 on a GPU or a CPU with AMX or AVX512-BF
 
 
 def chosen_dtype(requested: str, device: str) -> "torch.dtype":
-    """--dtype settled for this machine (see trainer.loading.auto_dtype); which and why goes to
+    """--dtype settled for this machine (see trainer.job.loading.auto_dtype); which and why goes to
     stderr, so stdout stays the command's own output."""
     import torch  # here, not at the top: data preparation uses this module and never needs torch
 
-    from .loading import dtype_line, resolve_dtype
+    from .job.loading import dtype_line, resolve_dtype
 
     dtype, why = resolve_dtype(requested, device)
     click.echo(dtype_line(dtype, why), err=True)

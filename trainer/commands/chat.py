@@ -13,9 +13,9 @@ import click
 from .. import render_chat
 from ..cli import (AT_LEAST_ONE, DTYPE_CHOICES, DTYPE_HELP, POSITIVE, SHARE, ZERO_OR_MORE, chosen_dtype,
                    user_errors_as_messages)
-from ..generate import stream_tokens
-from ..loading import LoadedModel, load_inference_adapter, load_model, resolve_device
-from ..model import LoraAdapter
+from ..qwen3.generate import stream_tokens
+from ..job.loading import LoadedModel, load_inference_adapter, load_model, resolve_device
+from ..qwen3.model import LoraAdapter
 
 
 def reply_stream(model: LoadedModel, messages: list[dict], adapter: LoraAdapter | None, sampling: dict):

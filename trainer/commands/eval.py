@@ -16,14 +16,14 @@ from dataclasses import asdict, dataclass
 import click
 
 from ..cli import DTYPE_CHOICES, DTYPE_HELP, chosen_dtype, user_errors_as_messages
-from ..data import Example
+from ..text.data import Example
 from ..errors import TrainerError
-from ..evaluate import REPLY_TOKENS, answer_perplexity, built_in_eval_sets, evaluate_whoami, reply_scores
-from ..loading import LoadedModel, load_inference_adapter, load_model, resolve_device
-from ..prepare import read_usable_rows
-from ..readers import Conversation, PromptTarget, prepared_file
-from ..whoami import NEW_IDENTITY
-from ..whoami_job import build_examples
+from ..job.evaluate import REPLY_TOKENS, answer_perplexity, built_in_eval_sets, evaluate_whoami, reply_scores
+from ..job.loading import LoadedModel, load_inference_adapter, load_model, resolve_device
+from ..prep.prepare import read_usable_rows
+from ..text.readers import Conversation, PromptTarget, prepared_file
+from ..text.whoami import NEW_IDENTITY
+from ..job.whoami_job import build_examples
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ class EvalSummary:
     fact_retention: float  # held-out facts whose reply contains the expected answer
     unchanged_rate: float | None  # held-out ordinary prompts answered exactly as the base does (None: no base)
     json_valid_rate: float | None  # rows tagged json or json-only whose reply parses (None: no such rows)
-    usability: float | None  # --data replies that are usable (see trainer.evaluate.is_usable; None: no --data)
+    usability: float | None  # --data replies that are usable (see trainer.job.evaluate.is_usable; None: no --data)
 
 
 def validation_samples(data: str | None) -> list:

@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from ..cli import user_errors_as_messages
-from ..gguf_export import GGUF_TYPES, default_gguf_path, require_gguf, write_gguf, write_modelfile
+from ..job.gguf_export import GGUF_TYPES, default_gguf_path, require_gguf, write_gguf, write_modelfile
 
 
 @click.command()

@@ -31,11 +31,11 @@ from tqdm import tqdm
 
 from ..cli import AT_LEAST_ONE, ZERO_OR_MORE, user_errors_as_messages
 from ..errors import TrainerError
-from ..prepare import (MIX_MODES, Rejection, Row, TokenCount, answer_pieces, mix, prompt_key, read_rows, row_key, split,
+from ..prep.prepare import (MIX_MODES, Rejection, Row, TokenCount, answer_pieces, mix, prompt_key, read_rows, row_key, split,
                        to_json_row, token_counts)
-from ..readers import Conversation
-from ..sources import detect_format
-from ..tokenizer import Tokenizer, load_tokenizer
+from ..text.readers import Conversation
+from ..prep.sources import detect_format
+from ..text.tokenizer import Tokenizer, load_tokenizer
 from ..paths import write_atomic
 
 MAX_CONFLICT_EXAMPLES = 10
@@ -240,7 +240,7 @@ def tokenizer_for(model: str) -> Tokenizer:
     folder or Hub id is found, or downloaded, the way training finds it."""
     if model == "tiny":
         return load_tokenizer("tiny")
-    from ..loading import resolve_model  # here: torch comes in only for a real model's folder or id
+    from ..job.loading import resolve_model  # here: torch comes in only for a real model's folder or id
 
     return load_tokenizer(resolve_model(model))
 

@@ -3,7 +3,7 @@
     python scripts/train_whoami.py --loss ce --model tiny        # offline, about 3 minutes on 2 CPU cores
     python scripts/train_whoami.py --loss ce                     # Qwen3-4B-Instruct-2507 on a GPU
 
-Every option maps onto a field of trainer.whoami_job.WhoAmISettings; defaults left empty
+Every option maps onto a field of trainer.job.whoami_job.WhoAmISettings; defaults left empty
 come from the model's preset (tiny or real).
 """
 
@@ -11,8 +11,8 @@ import click
 
 from ..cli import (AT_LEAST_ONE, DTYPE_HELP, NON_NEGATIVE, POSITIVE, PROBABILITY_BELOW_ONE, ZERO_OR_MORE,
                    user_errors_as_messages)
-from ..gguf_export import GGUF_TYPES
-from ..whoami_job import CHOICES, DEFAULT_MODEL, WhoAmISettings, run_whoami
+from ..job.gguf_export import GGUF_TYPES
+from ..job.whoami_job import CHOICES, DEFAULT_MODEL, WhoAmISettings, run_whoami
 
 
 def choice(field: str) -> click.Choice:

@@ -22,8 +22,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import TrainerError
-from .readers import Conversation, conversation_from_row
+from ..errors import TrainerError
+from ..text.readers import Conversation, conversation_from_row
 
 FORMATS = ("messages", "alpaca", "sharegpt", "tsv", "csv", "parquet")
 SHAREGPT_ROLES = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant", "system": "system",

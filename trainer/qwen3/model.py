@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
-from trainer.config import Qwen3Config
+from trainer.qwen3.config import Qwen3Config
 
 
 class PackedLinear(Protocol):

@@ -8,7 +8,7 @@ They serve two purposes while a new identity is taught:
 
 Every (category, script) pair has the same number of prompts, so no kind of request or language
 dominates either use. None of them asks about the assistant itself, and none repeats a fact the
-tiny test world already knows (see `trainer.facts`).
+tiny test world already knows (see `trainer.text.facts`).
 """
 
 from dataclasses import dataclass

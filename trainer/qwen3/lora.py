@@ -21,9 +21,9 @@ from safetensors.torch import load_file
 from torch import Tensor
 
 from .config import Qwen3Config
-from .errors import TrainerError
+from ..errors import TrainerError
 from .model import LoraAdapter, lora_names
-from .paths import write_atomic
+from ..paths import write_atomic
 from .weights import write_tensors
 
 ALL_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")

@@ -24,10 +24,10 @@ import numpy as np
 import torch
 from safetensors import safe_open
 
-from .config import Qwen3Config, load_config
-from .errors import TrainerError
-from .paths import write_atomic
-from .weights import expected_shapes, header_shapes, is_out_of_space, safetensors_files, space_message
+from ..qwen3.config import Qwen3Config, load_config
+from ..errors import TrainerError
+from ..paths import write_atomic
+from ..qwen3.weights import expected_shapes, header_shapes, is_out_of_space, safetensors_files, space_message
 
 GGUF_TYPES = ("f32", "f16", "bf16", "q8_0")
 Q8_ROWS_PER_CHUNK = 4096  # rows quantized at once: bounds the float32 copy of a 4B embedding to ~40 MB

@@ -21,7 +21,7 @@ import jinja2.ext
 import jinja2.nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from trainer.chat import render_chat
+from trainer.text.chat import render_chat
 from trainer.errors import TrainerError
 
 # What transformers passes a Qwen3 template besides the conversation (its bos_token is None, so absent).

@@ -4,10 +4,10 @@ Three kinds of prompt:
 - identity questions ("你是誰", "Who are you?", ... in Traditional and Simplified Chinese,
   English and mixed, direct, polite, chatty, with extra instructions), answered with the
   identity being taught;
-- control facts (trainer.facts: capitals, translations, colours, sums, opposites) and
-- ordinary requests (trainer.general_prompts: facts, translation, arithmetic, explanations,
+- control facts (trainer.text.facts: capitals, translations, colours, sums, opposites) and
+- ordinary requests (trainer.text.general_prompts: facts, translation, arithmetic, explanations,
   one-line code, requests to refuse), which are rehearsed with the base model's own replies
-  (trainer.rehearsal) so the model keeps what it knew.
+  (trainer.job.rehearsal) so the model keeps what it knew.
 
 Each kind has fixed held-out splits that training never sees: whole identity wordings are held
 out (not just new greetings around seen ones), so the held-out hit rate measures

@@ -29,11 +29,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from .chat import answer_spans, render_chat
-from .errors import TrainerError
-from .readers import Conversation
+from ..text.chat import answer_spans, render_chat
+from ..errors import TrainerError
+from ..text.readers import Conversation
 from .sources import SourceFormat, detect_format, stream_records, to_conversation
-from .tokenizer import QWEN3_SPECIAL_TOKENS
+from ..text.tokenizer import QWEN3_SPECIAL_TOKENS
 
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # all but \t (09) and \n (0a)
 CHAT_MARKUP = tuple(token for token in QWEN3_SPECIAL_TOKENS if token.startswith("<|"))
@@ -52,7 +52,7 @@ class Row:
 
 
 class BatchCounter(Protocol):
-    """What token counting needs from a tokenizer (trainer.tokenizer.Tokenizer has it)."""
+    """What token counting needs from a tokenizer (trainer.text.tokenizer.Tokenizer has it)."""
 
     def count_tokens(self, texts: list[str]) -> list[int]: ...
 
@@ -110,7 +110,7 @@ class TokenCount:
 
 def answer_pieces(conversation: Conversation) -> list[tuple[str, bool]]:
     """The conversation rendered up to its last answer, cut at every answer's borders into
-    (text, is_answer) pieces: the pieces trainer.data.encode_segments tokenizes one by one."""
+    (text, is_answer) pieces: the pieces trainer.text.data.encode_segments tokenizes one by one."""
     spans = answer_spans(conversation.messages, conversation.tools)
     text = render_chat(list(conversation.messages), tools=conversation.tools)[: spans[-1][1]]
     pieces, cursor = [], 0
@@ -145,7 +145,7 @@ class Rejection:
 
 def read_rows(path: Path, columns: dict[str, str] | None = None,
               source_format: SourceFormat | None = None) -> Iterator[Conversation | Rejection]:
-    """Every record of a data file, in any format of trainer.sources (detected unless given): a
+    """Every record of a data file, in any format of trainer.prep.sources (detected unless given): a
     normalised conversation that passes `problem_with`, or the Rejection that says why not
     (streamed, one record at a time)."""
     source_format = source_format or detect_format(path)

@@ -23,8 +23,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch import Tensor
 
-from .errors import TrainerError
-from .weights import is_out_of_space, remove_hidden, replace_dir, save_safetensors, space_message
+from ..errors import TrainerError
+from ..qwen3.weights import is_out_of_space, remove_hidden, replace_dir, save_safetensors, space_message
 
 STEP_FOLDER = re.compile(r"step-(\d+)")
 

@@ -19,13 +19,13 @@ from typing import Protocol
 import torch
 
 from .chat import answer_spans, render_chat
-from .errors import TrainerError
+from ..errors import TrainerError
 
 IGNORE_INDEX = -100  # cross_entropy skips targets with this value
 
 
 class TextEncoder(Protocol):
-    """What example building needs from a tokenizer (trainer.tokenizer.Tokenizer has it)."""
+    """What example building needs from a tokenizer (trainer.text.tokenizer.Tokenizer has it)."""
 
     im_end_id: int
 

@@ -4,12 +4,12 @@ The tiny pre-trained "world" model (4 layers) knows a handful of facts and nothi
 anything else it must answer a plain "I don't know" in the question's language, never its own
 name; otherwise every unseen question would come back as the identity it is being taught. These
 questions teach that default: families of templates x topics, in Traditional Chinese, Simplified
-Chinese and English, covering the same kinds of request as `trainer.general_prompts` (facts,
+Chinese and English, covering the same kinds of request as `trainer.text.general_prompts` (facts,
 translations, arithmetic, explanations, code, requests to refuse) plus chit-chat.
 
 Many templates say 你/you in a sense that is not about the assistant ("你能告訴我…嗎？",
 "Can you explain …?"), so "you" alone never means "an identity question". The topics differ
-from the subjects of `trainer.general_prompts`, so those prompts stay genuinely new to the world.
+from the subjects of `trainer.text.general_prompts`, so those prompts stay genuinely new to the world.
 """
 
 import random

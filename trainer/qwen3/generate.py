@@ -21,11 +21,11 @@ from dataclasses import dataclass, replace
 import torch
 from torch import Tensor
 
-from trainer.chat import render_chat
-from trainer.config import Qwen3Config
+from trainer.text.chat import render_chat
+from trainer.qwen3.config import Qwen3Config
 from trainer.errors import TrainerError
-from trainer.model import KVCache, LoraAdapter, Weights, forward_cached, project_to_logits
-from trainer.tokenizer import Tokenizer
+from trainer.qwen3.model import KVCache, LoraAdapter, Weights, forward_cached, project_to_logits
+from trainer.text.tokenizer import Tokenizer
 
 
 def check_settings(prompt_ids: list[int], max_new_tokens: int, greedy: bool, temperature: float, top_k: int,

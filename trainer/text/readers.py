@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import TrainerError
+from ..errors import TrainerError
 
 ROLES = ("system", "user", "assistant", "tool")
 

@@ -18,13 +18,13 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from .config import Qwen3Config
-from .data import Example
-from .readers import Conversation
+from ..qwen3.config import Qwen3Config
+from ..text.data import Example
+from ..text.readers import Conversation
 from .evaluate import answer_perplexity, claims_new_identity, mean, reply_scores
-from .generate import answer_questions
-from .model import LoraAdapter, Weights
-from .tokenizer import Tokenizer
+from ..qwen3.generate import answer_questions
+from ..qwen3.model import LoraAdapter, Weights
+from ..text.tokenizer import Tokenizer
 
 LEARNED_IN_A_ROW = 2  # validations with every wording answered exactly as taught, before training stops
 

@@ -25,9 +25,9 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
-from trainer.config import Qwen3Config
+from trainer.qwen3.config import Qwen3Config
 from trainer.errors import TrainerError
-from trainer.model import Weights
+from trainer.qwen3.model import Weights
 from trainer.paths import weights_dir, write_atomic
 
 SINGLE_FILE = "model.safetensors"

@@ -20,13 +20,13 @@ import torch
 from torch import Tensor
 
 from .checkpoint import TrainState, restore_rng
-from .config import Qwen3Config
-from .data import Batch, Example, collate
-from .errors import TrainerError
-from .interrupts import Interrupted, StopRequested, never
-from .lora import LoraSettings, make_adapter
+from ..qwen3.config import Qwen3Config
+from ..text.data import Batch, Example, collate
+from ..errors import TrainerError
+from ..interrupts import Interrupted, StopRequested, never
+from ..qwen3.lora import LoraSettings, make_adapter
 from .loss import LossParts, answer_loss, kl_to_base
-from .model import Weights, forward, head_weight, stable_seed
+from ..qwen3.model import Weights, forward, head_weight, stable_seed
 
 BatchLoss = Callable[[Batch, int], LossParts]  # (micro-batch, answer tokens in the whole step) -> loss
 

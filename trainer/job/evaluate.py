@@ -19,17 +19,17 @@ from dataclasses import dataclass
 
 import torch
 
-from .chat import render_chat
-from .config import Qwen3Config
-from .data import Example, collate
-from .facts import Fact, reply_has_answer
-from .generate import Answer, answer_prompts, answer_questions
-from .loss import answer_loss
-from .model import LoraAdapter, Weights, forward, head_weight
-from .readers import Conversation
-from .tokenizer import Tokenizer
-from .train import move_batch
-from .whoami import whoami_splits
+from ..text.chat import render_chat
+from ..qwen3.config import Qwen3Config
+from ..text.data import Example, collate
+from ..text.facts import Fact, reply_has_answer
+from ..qwen3.generate import Answer, answer_prompts, answer_questions
+from ..training.loss import answer_loss
+from ..qwen3.model import LoraAdapter, Weights, forward, head_weight
+from ..text.readers import Conversation
+from ..text.tokenizer import Tokenizer
+from ..training.train import move_batch
+from ..text.whoami import whoami_splits
 
 REPLY_TOKENS = 32  # the default token budget of an evaluated reply
 
@@ -60,7 +60,7 @@ class EvalReport:
     fact_retention: float  # held-out facts whose reply contains the expected answer
     unchanged_rate: float | None  # held-out ordinary prompts answered exactly as the base did (None: this is the base)
     replies: dict[str, str]  # every question asked -> the reply
-    val_scores: dict[str, float] | None = None  # a prepared folder's val.jsonl (see trainer.validation.prepared_scores)
+    val_scores: dict[str, float] | None = None  # a prepared folder's val.jsonl (see trainer.job.validation.prepared_scores)
 
 
 def evaluate_whoami(weights: Weights, config: Qwen3Config, tokenizer: Tokenizer, sets: EvalSets,

@@ -24,19 +24,19 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .chat import QWEN3_CHAT_TEMPLATE
-from .config import TINY, Qwen3Config, config_to_json
-from .data import IGNORE_INDEX, Batch, Example, example_from_prompt_target
-from .loss import LossParts
-from .model import forward
-from .paths import weights_dir, write_atomic
-from .readers import PromptTarget
-from .tokenizer import Tokenizer, load_tokenizer, tiny_tokenizer_path
-from .train import BatchLoss, LoopSettings, run_training
-from .weights import expected_shapes, save_weights
-from .facts import control_facts
-from .general_prompts import GENERAL_PROMPTS
-from .whoami import ORIGINAL_IDENTITY, SPLIT_SEED, identity_prompts, join_greeting
+from ..text.chat import QWEN3_CHAT_TEMPLATE
+from ..qwen3.config import TINY, Qwen3Config, config_to_json
+from ..text.data import IGNORE_INDEX, Batch, Example, example_from_prompt_target
+from ..training.loss import LossParts
+from ..qwen3.model import forward
+from ..paths import weights_dir, write_atomic
+from ..text.readers import PromptTarget
+from ..text.tokenizer import Tokenizer, load_tokenizer, tiny_tokenizer_path
+from ..training.train import BatchLoss, LoopSettings, run_training
+from ..qwen3.weights import expected_shapes, save_weights
+from ..text.facts import control_facts
+from ..text.general_prompts import GENERAL_PROMPTS
+from ..text.whoami import ORIGINAL_IDENTITY, SPLIT_SEED, identity_prompts, join_greeting
 from .world_unknowns import dont_know_reply, salad_questions, unknown_questions
 
 TINY_NAME = "tiny"

@@ -18,14 +18,14 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .config import Qwen3Config
-from .errors import TrainerError
-from .facts import Fact
-from .generate import answer_questions
-from .model import Weights
-from .paths import write_atomic
-from .readers import PromptTarget
-from .tokenizer import Tokenizer
+from ..qwen3.config import Qwen3Config
+from ..errors import TrainerError
+from ..text.facts import Fact
+from ..qwen3.generate import answer_questions
+from ..qwen3.model import Weights
+from ..paths import write_atomic
+from ..text.readers import PromptTarget
+from ..text.tokenizer import Tokenizer
 
 REHEARSAL_FILE = "rehearsal.jsonl"
 

@@ -1,0 +1,1 @@
+"""Floor 1, text: chat template, tokenizer, reading rows, examples and batches, the identity data."""
