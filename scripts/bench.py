@@ -41,17 +41,17 @@ from torch import Tensor
 
 from make_random_checkpoint import SHAPES, make_random_checkpoint, random_tensor
 from trainer.cli import DTYPE_CHOICES, DTYPE_HELP, user_errors_as_messages
-from trainer.qwen3.config import Qwen3Config, config_to_json, load_config
-from trainer.text.data import IGNORE_INDEX, Batch, Example, collate
 from trainer.errors import TrainerError
-from trainer.qwen3.flops import lora_step_flops
 from trainer.job.loading import dtype_line, resolve_dtype
+from trainer.qwen3.config import Qwen3Config, config_to_json, load_config
+from trainer.qwen3.flops import lora_step_flops
 from trainer.qwen3.lora import ALL_PROJECTIONS, LoraSettings, init_lora
-from trainer.training.loss import default_ce_chunk
 from trainer.qwen3.model import Weights
 from trainer.qwen3.quant import NF4Weight, quant_transform
-from trainer.training.train import LoopSettings, lora_batch_loss, make_optimizer, move_batch, train_step
 from trainer.qwen3.weights import expected_shapes, load_weights, safetensors_files
+from trainer.text.data import IGNORE_INDEX, Batch, Example, collate
+from trainer.training.loss import default_ce_chunk
+from trainer.training.train import LoopSettings, lora_batch_loss, make_optimizer, move_batch, train_step
 
 ANSWER_FRACTION = 0.12  # share of each row that is answer (carries the loss)
 LORA = LoraSettings(r=16, alpha=32.0, dropout=0.0, targets=ALL_PROJECTIONS)

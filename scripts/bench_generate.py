@@ -14,12 +14,12 @@ import time
 import click
 import torch
 
-from trainer.text.chat import render_chat
 from trainer.cli import user_errors_as_messages
 from trainer.errors import TrainerError
 from trainer.job.evaluate import built_in_eval_sets
-from trainer.qwen3.generate import generate, generate_greedy_batch
 from trainer.job.loading import load_model
+from trainer.qwen3.generate import generate, generate_greedy_batch
+from trainer.text.chat import render_chat
 
 
 def evaluation_prompts(limit: int | None) -> list[str]:

@@ -21,10 +21,10 @@ import torch
 from torch import Tensor
 
 from trainer.cli import user_errors_as_messages
-from trainer.qwen3.config import QWEN3_0_6B, QWEN3_4B_INSTRUCT_2507, TINY, Qwen3Config, config_to_json
 from trainer.job.loading import resolve_device
-from trainer.qwen3.model import stable_seed
 from trainer.paths import write_atomic
+from trainer.qwen3.config import QWEN3_0_6B, QWEN3_4B_INSTRUCT_2507, TINY, Qwen3Config, config_to_json
+from trainer.qwen3.model import stable_seed
 from trainer.qwen3.weights import INDEX_FILE, expected_shapes, plan_shards, write_tensors
 
 SHAPES = {"tiny": TINY, "0.6b": QWEN3_0_6B, "4b": QWEN3_4B_INSTRUCT_2507}

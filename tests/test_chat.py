@@ -8,8 +8,8 @@ run through transformers' own chat-template renderer (used at inference by expor
 import pytest
 from transformers.utils.chat_template_utils import render_jinja_template
 
-from trainer.text.chat import QWEN3_CHAT_TEMPLATE, render_chat
 from trainer.errors import TrainerError
+from trainer.text.chat import QWEN3_CHAT_TEMPLATE, render_chat
 
 TOOLS_INTRO = (
     "# Tools\n\nYou may call one or more functions to assist with the user query.\n\n"

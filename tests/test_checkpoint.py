@@ -17,13 +17,13 @@ import torch
 from safetensors.torch import load_file
 
 import trainer.training.checkpoint as checkpoint
-from trainer.training.checkpoint import list_checkpoints, load_checkpoint, resolve_resume, save_checkpoint
-from trainer.qwen3.config import Qwen3Config
-from trainer.text.data import Example
 from trainer.errors import TrainerError
-from trainer.qwen3.lora import LoraSettings, init_lora
-from trainer.training.loss import LossParts
 from trainer.job.tiny import random_weights
+from trainer.qwen3.config import Qwen3Config
+from trainer.qwen3.lora import LoraSettings, init_lora
+from trainer.text.data import Example
+from trainer.training.checkpoint import list_checkpoints, load_checkpoint, resolve_resume, save_checkpoint
+from trainer.training.loss import LossParts
 from trainer.training.train import LoopSettings, lora_batch_loss, run_training
 
 ROOT = Path(__file__).resolve().parent.parent

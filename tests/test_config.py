@@ -5,8 +5,8 @@ from dataclasses import asdict
 
 import pytest
 
-from trainer.qwen3.config import QWEN3_0_6B, QWEN3_4B_INSTRUCT_2507, TINY, config_to_json, load_config
 from trainer.errors import TrainerError
+from trainer.qwen3.config import QWEN3_0_6B, QWEN3_4B_INSTRUCT_2507, TINY, config_to_json, load_config
 
 # Qwen3-4B-Instruct-2507's config.json as published (transformers 4.x layout), from the model card facts.
 QWEN3_4B_2507_JSON = {

@@ -9,13 +9,13 @@ import pytest
 import torch
 
 from trainer.qwen3.config import TINY
-from trainer.text.data import Example, collate
 from trainer.qwen3.lora import ALL_PROJECTIONS, LoraSettings, init_lora, make_adapter
-from trainer.training.loss import answer_loss
 from trainer.qwen3.model import forward
 from trainer.qwen3.quant import nf4_transform, quantize_nf4
-from trainer.training.train import lora_batch_loss, move_batch, train_step
 from trainer.qwen3.weights import expected_shapes
+from trainer.text.data import Example, collate
+from trainer.training.loss import answer_loss
+from trainer.training.train import lora_batch_loss, move_batch, train_step
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 

@@ -9,16 +9,16 @@ import torch
 
 from trainer import TrainerError, collate, make_next_token_pairs, render_chat, slice_response_only, window
 from trainer.text.data import (
-    IGNORE_INDEX,
-    AnswerTooLong,
-    Example,
-    answer_spans,
-    encode_segments,
-    example_from_mask,
-    example_from_messages,
-    example_from_prompt_target,
-    last_answer_length,
-)
+                               IGNORE_INDEX,
+                               AnswerTooLong,
+                               Example,
+                               answer_spans,
+                               encode_segments,
+                               example_from_mask,
+                               example_from_messages,
+                               example_from_prompt_target,
+                               last_answer_length,
+                               )
 from trainer.text.facts import control_facts
 from trainer.text.readers import PromptTarget
 from trainer.text.whoami import identity_rows

@@ -5,10 +5,10 @@ from dataclasses import replace
 
 import pytest
 
+from trainer.job.loading import auto_dtype, cpu_flags, resolve_dtype
 from trainer.qwen3.config import Qwen3Config
 from trainer.qwen3.flops import lora_step_flops
 from trainer.qwen3.lora import ALL_PROJECTIONS
-from trainer.job.loading import auto_dtype, cpu_flags, resolve_dtype
 
 SAPPHIRE_RAPIDS = frozenset("fpu sse2 avx2 avx512f avx512_bf16 amx_bf16 amx_tile".split())
 ZEN4 = frozenset("fpu sse2 avx2 avx512f avx512_bf16".split())

@@ -4,8 +4,8 @@ import pytest
 
 import trainer.job.evaluate as evaluate
 from trainer.job.evaluate import EvalSets, claims_new_identity, evaluate_whoami
-from trainer.text.facts import Fact
 from trainer.qwen3.generate import Answer
+from trainer.text.facts import Fact
 
 SETS = EvalSets(
     identity=("你是誰？", "Who are you?", "What are you?", "請介紹一下你自己"),

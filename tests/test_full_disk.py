@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from export_checks import assert_pair_matches
-from trainer.qwen3.lora import load_adapter
 from trainer.job.loading import load_model
 from trainer.job.tiny import tiny_model_dir
+from trainer.qwen3.lora import load_adapter
 
 ROOT = Path(__file__).resolve().parent.parent
 LIMIT = 2 * 10**6  # bytes per file: the adapter (630 KB) fits, the merged model (40 MB) does not

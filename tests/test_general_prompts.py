@@ -9,10 +9,10 @@ import re
 from collections import Counter
 from itertools import product
 
+from trainer.job.world_unknowns import SCRIPT_SETS, dont_know_reply, unknown_questions
 from trainer.text.facts import control_facts
 from trainer.text.general_prompts import CATEGORIES, GENERAL_PROMPTS, SCRIPTS, prompts_in
 from trainer.text.whoami import identity_prompts
-from trainer.job.world_unknowns import SCRIPT_SETS, dont_know_reply, unknown_questions
 
 CJK = re.compile(r"[\u3400-\u9fff\uf900-\ufaff]")
 LATIN_LETTER = re.compile(r"[A-Za-z]")

@@ -5,10 +5,10 @@ import math
 import pytest
 import torch
 
-from trainer.qwen3.config import load_config
 from trainer.errors import TrainerError
+from trainer.qwen3.config import load_config
 from trainer.qwen3.generate import (Reply, generate, generate_greedy_batch, left_pad, stream_tokens, top_k_filter,
-                              top_p_filter)
+                                    top_p_filter)
 from trainer.qwen3.lora import LoraSettings, lora_shapes, make_adapter
 from trainer.qwen3.model import forward, project_to_logits
 from trainer.qwen3.weights import load_weights

@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from trainer.training.checkpoint import save_checkpoint
+from trainer.job.tiny import ensure_tiny_model, tiny_model_dir
 from trainer.qwen3.config import TINY
 from trainer.qwen3.lora import LoraSettings, init_lora, save_adapter
-from trainer.job.tiny import ensure_tiny_model, tiny_model_dir
+from trainer.training.checkpoint import save_checkpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 FAST_FLAGS = ["--steps", "1", "--batch-size", "1", "--no-export", "--no-self-test"]

@@ -14,8 +14,8 @@ import torch
 from safetensors.torch import load_file
 
 from test_checkpoint import LOOP, examples, lora_setup, same, shapes
-from trainer.training.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from trainer.interrupts import Interrupted, stop_on_signals
+from trainer.training.checkpoint import list_checkpoints, load_checkpoint, save_checkpoint
 from trainer.training.train import run_training
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -14,12 +14,12 @@ import numpy as np
 import pytest
 import torch
 
-from trainer.text.chat import render_chat
-from trainer.text.facts import control_facts
-from trainer.qwen3.generate import answer_questions
 from trainer.job.gguf_export import write_gguf
 from trainer.job.loading import load_model
+from trainer.qwen3.generate import answer_questions
 from trainer.qwen3.model import forward, head_weight
+from trainer.text.chat import render_chat
+from trainer.text.facts import control_facts
 from trainer.text.whoami import whoami_splits
 
 llama_cpp = pytest.importorskip("llama_cpp")

@@ -7,12 +7,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from trainer.qwen3.config import Qwen3Config, load_config
 from trainer.errors import TrainerError
-from trainer.qwen3.lora import (ALL_PROJECTIONS, LoraSettings, adapter_config_json, init_lora, load_adapter, make_adapter,
-                          merge_lora, save_adapter, target_weight_names)
-from trainer.qwen3.model import forward, project_to_logits
 from trainer.job.tiny import random_weights
+from trainer.qwen3.config import Qwen3Config, load_config
+from trainer.qwen3.lora import (ALL_PROJECTIONS, LoraSettings, adapter_config_json, init_lora, load_adapter, make_adapter,
+                                merge_lora, save_adapter, target_weight_names)
+from trainer.qwen3.model import forward, project_to_logits
 from trainer.qwen3.weights import load_weights
 
 SMALL = Qwen3Config(vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=2,

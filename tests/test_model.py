@@ -8,9 +8,9 @@ import torch
 
 from trainer.qwen3.config import load_config
 from trainer.qwen3.model import (LoraAdapter, LowRankDown, Recipe, RMSNorm, SwiGLU, apply_rope, attention_allowed,
-                           causal_alone_suffices, forward, forward_cached, grouped_attention, kept_as_is, linear,
-                           lora_names, project_to_logits, rebuilt_in_backward, rms_norm, rope_cos_sin, row_dropout,
-                           stable_seed)
+                                 causal_alone_suffices, forward, forward_cached, grouped_attention, kept_as_is, linear,
+                                 lora_names, project_to_logits, rebuilt_in_backward, rms_norm, rope_cos_sin,
+                                 row_dropout, stable_seed)
 from trainer.qwen3.weights import load_weights
 
 # Parity configs: tied/untied, GQA ratios 1, 2, 4, head_dim != hidden/heads, several RoPE bases,

@@ -2,10 +2,10 @@
 
 import torch
 
-from trainer.qwen3.config import Qwen3Config
-from trainer.text.data import IGNORE_INDEX, Example, collate, pack_examples
-from trainer.qwen3.lora import LoraSettings, init_lora
 from trainer.job.tiny import random_weights
+from trainer.qwen3.config import Qwen3Config
+from trainer.qwen3.lora import LoraSettings, init_lora
+from trainer.text.data import IGNORE_INDEX, Example, collate, pack_examples
 from trainer.training.train import lora_batch_loss
 
 CONFIG = Qwen3Config(vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=2,

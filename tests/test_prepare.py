@@ -15,13 +15,13 @@ from click.testing import CliRunner
 from trainer.commands.prepare_data import main as prepare_main, one_ahead
 from trainer.errors import TrainerError
 from trainer.job.evaluate import is_usable
+from trainer.prep.prepare import (Row, TokenCount, answer_pieces, mix, normalise, normalise_text, normalised_weights,
+                                  problem_with, prompt_key, row_key, split, token_counts, val_score)
+from trainer.prep.sources import detect_format, stream_records, to_conversation
 from trainer.qwen3.generate import Answer
 from trainer.text.chat import answer_spans, render_chat
 from trainer.text.data import encode_segments, last_answer_length
-from trainer.prep.prepare import (Row, TokenCount, answer_pieces, mix, normalise, normalise_text, normalised_weights,
-                             problem_with, prompt_key, row_key, split, token_counts, val_score)
 from trainer.text.readers import Conversation
-from trainer.prep.sources import detect_format, stream_records, to_conversation
 
 REPO = Path(__file__).resolve().parent.parent
 

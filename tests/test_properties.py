@@ -14,8 +14,8 @@ from pathlib import Path
 from hypothesis import event, given, settings, strategies as st
 
 from trainer.errors import TrainerError
-from trainer.text.readers import read_samples
 from trainer.job.whoami_job import build_examples
+from trainer.text.readers import read_samples
 
 IGNORE = -100
 IM_END = 151645

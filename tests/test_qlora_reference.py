@@ -15,12 +15,12 @@ import torch
 from torch import Tensor
 
 from trainer.qwen3.config import Qwen3Config, load_config
-from trainer.text.data import IGNORE_INDEX
 from trainer.qwen3.lora import ALL_PROJECTIONS, LoraSettings, init_lora, make_adapter
-from trainer.training.loss import answer_loss
 from trainer.qwen3.model import Weights, forward, head_weight, lora_names, project_to_logits
 from trainer.qwen3.quant import NF4Weight, quant_transform
 from trainer.qwen3.weights import load_weights
+from trainer.text.data import IGNORE_INDEX
+from trainer.training.loss import answer_loss
 
 SETTINGS = LoraSettings(r=4, alpha=12.0, dropout=0.0)  # dropout off: both sides must be deterministic
 ANSWER_STARTS = (5, 8)  # per row: the first position whose token is answer text (earlier ones are prompt)

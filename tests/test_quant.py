@@ -2,11 +2,11 @@
 
 import torch
 
+from trainer.job.tiny import random_weights
 from trainer.qwen3.config import Qwen3Config
 from trainer.qwen3.lora import LoraSettings, init_lora, make_adapter
 from trainer.qwen3.model import forward, project_to_logits
 from trainer.qwen3.quant import NF4Weight, nf4_transform, quant_transform, quantize_nf4
-from trainer.job.tiny import random_weights
 
 # The 16 NF4 levels from the QLoRA paper (Dettmers et al. 2023, appendix E), written out by hand.
 NF4_LEVELS = torch.tensor([

@@ -4,14 +4,14 @@ import pytest
 
 import trainer.job.rehearsal as rehearsal
 import trainer.job.whoami_job as whoami_job
-from trainer.text.chat import render_chat
 from trainer.errors import TrainerError
-from trainer.text.facts import split_facts
-from trainer.qwen3.generate import Answer, generate
 from trainer.job.loading import load_model
 from trainer.job.rehearsal import (RehearsalRow, as_samples, fixed_rows, read_rehearsal, self_distilled_rows,
-                               write_rehearsal)
+                                   write_rehearsal)
 from trainer.job.whoami_job import WhoAmISettings, build_examples, rehearsal_rows, resolve_settings
+from trainer.qwen3.generate import Answer, generate
+from trainer.text.chat import render_chat
+from trainer.text.facts import split_facts
 
 PROMPTS = ["法國的首都是哪裡？", "What is 3 plus 4?", "一週有幾天？", "Name a fruit.", "你是誰"]
 

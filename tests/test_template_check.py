@@ -10,16 +10,16 @@ import json
 import pytest
 from transformers.utils.chat_template_utils import render_jinja_template
 
-from trainer.text.chat import QWEN3_CHAT_TEMPLATE
 from trainer.errors import TrainerError
 from trainer.job.template_check import (
-    PROBES,
-    QWEN3_SPECIAL_TOKENS,
-    check_model_template,
-    read_chat_template,
-    render_with_template,
-    template_mismatches,
-)
+                                        PROBES,
+                                        QWEN3_SPECIAL_TOKENS,
+                                        check_model_template,
+                                        read_chat_template,
+                                        render_with_template,
+                                        template_mismatches,
+                                        )
+from trainer.text.chat import QWEN3_CHAT_TEMPLATE
 
 
 def replace_once(template: str, old: str, new: str) -> str:

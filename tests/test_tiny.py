@@ -4,19 +4,19 @@
 import pytest
 import torch
 
+from trainer.job.loading import load_model
+from trainer.job.tiny import (CHINESE_WORD, EMBED_ROWS, EMBEDDING, STD, UNFAMILIAR, WORLD_SEED, random_weights,
+                              to_compact, unfamiliar_words, used_token_ids, world_batch_loss, world_examples,
+                              world_pairs)
+from trainer.job.world_unknowns import SALAD_ENGLISH, dont_know_reply, salad_questions
 from trainer.qwen3.config import TINY
+from trainer.qwen3.generate import answer_questions
+from trainer.qwen3.model import forward, head_weight
 from trainer.text.data import collate, example_from_prompt_target
 from trainer.text.facts import control_facts
 from trainer.text.general_prompts import GENERAL_PROMPTS, SCRIPTS
-from trainer.qwen3.generate import answer_questions
-from trainer.job.loading import load_model
-from trainer.training.loss import answer_loss
-from trainer.qwen3.model import forward, head_weight
-from trainer.job.tiny import (CHINESE_WORD, EMBED_ROWS, EMBEDDING, STD, UNFAMILIAR, WORLD_SEED, random_weights,
-                          to_compact, unfamiliar_words, used_token_ids, world_batch_loss, world_examples,
-                          world_pairs)
 from trainer.text.whoami import ORIGINAL_IDENTITY, identity_prompts
-from trainer.job.world_unknowns import SALAD_ENGLISH, dont_know_reply, salad_questions
+from trainer.training.loss import answer_loss
 
 
 @pytest.fixture(scope="module")

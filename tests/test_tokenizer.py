@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from tiktoken.load import load_tiktoken_bpe
 
-from trainer.text import tokenizer as tokenizer_module
 from trainer.errors import TrainerError
+from trainer.text import tokenizer as tokenizer_module
 from trainer.text.tokenizer import Tokenizer, load_tokenizer, tiny_tokenizer_path
 
 # Written out here rather than imported, so the reference does not share the code under test.

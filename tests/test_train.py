@@ -6,16 +6,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from trainer.qwen3.config import Qwen3Config
-from trainer.text.data import Example, collate
 from trainer.errors import TrainerError
-from trainer.qwen3.lora import LoraSettings, init_lora, make_adapter
-from trainer.training.loss import LossParts
-from trainer.qwen3.model import forward, project_to_logits
 from trainer.job.tiny import random_weights
+from trainer.qwen3.config import Qwen3Config
+from trainer.qwen3.lora import LoraSettings, init_lora, make_adapter
+from trainer.qwen3.model import forward, project_to_logits
+from trainer.text.data import Example, collate
 from trainer.training import train
+from trainer.training.loss import LossParts
 from trainer.training.train import (LoopSettings, full_batch_loss, learning_rate, lora_batch_loss, run_training,
-                           scrub_non_finite_grads, step_batches, step_indices, train_step)
+                                    scrub_non_finite_grads, step_batches, step_indices, train_step)
 
 IGNORE = -100
 PAD = 0

@@ -14,11 +14,11 @@ import torch
 from safetensors.torch import save_file
 
 import trainer.qwen3.weights
-from trainer.qwen3.config import QWEN3_4B_INSTRUCT_2507, TINY, Qwen3Config, config_to_json, load_config
 from trainer.errors import TrainerError
+from trainer.qwen3.config import QWEN3_4B_INSTRUCT_2507, TINY, Qwen3Config, config_to_json, load_config
 from trainer.qwen3.model import forward, project_to_logits
 from trainer.qwen3.weights import (HUB_PATTERNS, INDEX_FILE, SINGLE_FILE, expected_shapes, load_weights, read_tensor,
-                             remove_hidden, resolve_model_dir, save_weights)
+                                   remove_hidden, resolve_model_dir, save_weights)
 
 SMALL = replace(TINY, vocab_size=100, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
                 num_attention_heads=2, num_key_value_heads=1, head_dim=8)

@@ -5,14 +5,14 @@ import re
 from trainer.text.facts import Fact, control_facts, reply_has_answer, split_facts
 from trainer.text.general_prompts import GENERAL_PROMPTS
 from trainer.text.whoami import (
-    HELD_OUT_CORES,
-    NEW_IDENTITY,
-    identity_prompts,
-    identity_rows,
-    join_greeting,
-    split_general_prompts,
-    whoami_splits,
-)
+                                 HELD_OUT_CORES,
+                                 NEW_IDENTITY,
+                                 identity_prompts,
+                                 identity_rows,
+                                 join_greeting,
+                                 split_general_prompts,
+                                 whoami_splits,
+                                 )
 
 
 def test_at_least_500_distinct_identity_prompts_in_every_script():

@@ -14,15 +14,15 @@ from safetensors.torch import load_file
 
 import trainer.job.whoami_job as whoami_job
 from export_checks import assert_pair_matches, expected_merge, max_diff
-from trainer.text.chat import render_chat
 from trainer.errors import TrainerError
 from trainer.job.evaluate import built_in_eval_sets
-from trainer.qwen3.generate import answer_questions
 from trainer.job.loading import load_inference_adapter, load_model, resolve_dtype
-from trainer.qwen3.model import forward, project_to_logits
-from trainer.qwen3.quant import NF4Weight, is_quantized_name, quantize_nf4
 from trainer.job.tiny import tiny_model_dir
 from trainer.job.whoami_job import WhoAmISettings, check_out_dir, resolve_settings, run_whoami
+from trainer.qwen3.generate import answer_questions
+from trainer.qwen3.model import forward, project_to_logits
+from trainer.qwen3.quant import NF4Weight, is_quantized_name, quantize_nf4
+from trainer.text.chat import render_chat
 
 CUDA = torch.cuda.is_available()
 ROOT = Path(__file__).resolve().parent.parent

@@ -13,8 +13,8 @@ import click
 from .. import render_chat
 from ..cli import (AT_LEAST_ONE, DTYPE_CHOICES, DTYPE_HELP, POSITIVE, SHARE, ZERO_OR_MORE, chosen_dtype,
                    user_errors_as_messages)
-from ..qwen3.generate import stream_tokens
 from ..job.loading import LoadedModel, load_inference_adapter, load_model, resolve_device
+from ..qwen3.generate import stream_tokens
 from ..qwen3.model import LoraAdapter
 
 

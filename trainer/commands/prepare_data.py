@@ -31,12 +31,12 @@ from tqdm import tqdm
 
 from ..cli import AT_LEAST_ONE, ZERO_OR_MORE, user_errors_as_messages
 from ..errors import TrainerError
-from ..prep.prepare import (MIX_MODES, Rejection, Row, TokenCount, answer_pieces, mix, prompt_key, read_rows, row_key, split,
-                       to_json_row, token_counts)
-from ..text.readers import Conversation
-from ..prep.sources import detect_format
-from ..text.tokenizer import Tokenizer, load_tokenizer
 from ..paths import write_atomic
+from ..prep.prepare import (MIX_MODES, Rejection, Row, TokenCount, answer_pieces, mix, prompt_key, read_rows, row_key,
+                            split, to_json_row, token_counts)
+from ..prep.sources import detect_format
+from ..text.readers import Conversation
+from ..text.tokenizer import Tokenizer, load_tokenizer
 
 MAX_CONFLICT_EXAMPLES = 10
 CHUNK_ROWS = 1024  # rows read, checked and token-counted together (one tokenizer call)

@@ -19,17 +19,17 @@ from dataclasses import dataclass
 
 import torch
 
-from ..text.chat import render_chat
 from ..qwen3.config import Qwen3Config
+from ..qwen3.generate import Answer, answer_prompts, answer_questions
+from ..qwen3.model import LoraAdapter, Weights, forward, head_weight
+from ..text.chat import render_chat
 from ..text.data import Example, collate
 from ..text.facts import Fact, reply_has_answer
-from ..qwen3.generate import Answer, answer_prompts, answer_questions
-from ..training.loss import answer_loss
-from ..qwen3.model import LoraAdapter, Weights, forward, head_weight
 from ..text.readers import Conversation
 from ..text.tokenizer import Tokenizer
-from ..training.train import move_batch
 from ..text.whoami import whoami_splits
+from ..training.loss import answer_loss
+from ..training.train import move_batch
 
 REPLY_TOKENS = 32  # the default token budget of an evaluated reply
 

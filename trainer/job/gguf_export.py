@@ -24,9 +24,9 @@ import numpy as np
 import torch
 from safetensors import safe_open
 
-from ..qwen3.config import Qwen3Config, load_config
 from ..errors import TrainerError
 from ..paths import write_atomic
+from ..qwen3.config import Qwen3Config, load_config
 from ..qwen3.weights import expected_shapes, header_shapes, is_out_of_space, safetensors_files, space_message
 
 GGUF_TYPES = ("f32", "f16", "bf16", "q8_0")

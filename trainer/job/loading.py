@@ -13,15 +13,15 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from ..qwen3.config import TINY, Qwen3Config, load_config
 from ..errors import TrainerError
-from ..training.checkpoint import check_tensors
+from ..qwen3.config import TINY, Qwen3Config, load_config
 from ..qwen3.lora import load_adapter, lora_shapes, make_adapter
 from ..qwen3.model import LoraAdapter, Weights
 from ..qwen3.quant import quant_transform
-from .tiny import TINY_NAME, WORLD_SETTINGS, ensure_tiny_model, tiny_model_dir, tiny_model_ready
-from ..text.tokenizer import Tokenizer, load_tokenizer
 from ..qwen3.weights import load_weights, resolve_model_dir
+from ..text.tokenizer import Tokenizer, load_tokenizer
+from ..training.checkpoint import check_tensors
+from .tiny import TINY_NAME, WORLD_SETTINGS, ensure_tiny_model, tiny_model_dir, tiny_model_ready
 
 
 NATIVE_BF16_FLAGS = ("amx_bf16", "avx512_bf16")  # /proc/cpuinfo flags of CPUs that multiply bf16 in hardware

@@ -18,12 +18,12 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..qwen3.config import Qwen3Config
 from ..errors import TrainerError
-from ..text.facts import Fact
+from ..paths import write_atomic
+from ..qwen3.config import Qwen3Config
 from ..qwen3.generate import answer_questions
 from ..qwen3.model import Weights
-from ..paths import write_atomic
+from ..text.facts import Fact
 from ..text.readers import PromptTarget
 from ..text.tokenizer import Tokenizer
 

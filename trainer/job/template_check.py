@@ -21,8 +21,8 @@ import jinja2.ext
 import jinja2.nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from trainer.text.chat import render_chat
 from trainer.errors import TrainerError
+from trainer.text.chat import render_chat
 
 # What transformers passes a Qwen3 template besides the conversation (its bos_token is None, so absent).
 QWEN3_SPECIAL_TOKENS = {"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"}

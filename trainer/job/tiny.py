@@ -24,19 +24,19 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..text.chat import QWEN3_CHAT_TEMPLATE
-from ..qwen3.config import TINY, Qwen3Config, config_to_json
-from ..text.data import IGNORE_INDEX, Batch, Example, example_from_prompt_target
-from ..training.loss import LossParts
-from ..qwen3.model import forward
 from ..paths import weights_dir, write_atomic
-from ..text.readers import PromptTarget
-from ..text.tokenizer import Tokenizer, load_tokenizer, tiny_tokenizer_path
-from ..training.train import BatchLoss, LoopSettings, run_training
+from ..qwen3.config import TINY, Qwen3Config, config_to_json
+from ..qwen3.model import forward
 from ..qwen3.weights import expected_shapes, save_weights
+from ..text.chat import QWEN3_CHAT_TEMPLATE
+from ..text.data import IGNORE_INDEX, Batch, Example, example_from_prompt_target
 from ..text.facts import control_facts
 from ..text.general_prompts import GENERAL_PROMPTS
+from ..text.readers import PromptTarget
+from ..text.tokenizer import Tokenizer, load_tokenizer, tiny_tokenizer_path
 from ..text.whoami import ORIGINAL_IDENTITY, SPLIT_SEED, identity_prompts, join_greeting
+from ..training.loss import LossParts
+from ..training.train import BatchLoss, LoopSettings, run_training
 from .world_unknowns import dont_know_reply, salad_questions, unknown_questions
 
 TINY_NAME = "tiny"

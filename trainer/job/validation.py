@@ -19,12 +19,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from ..qwen3.config import Qwen3Config
-from ..text.data import Example
-from ..text.readers import Conversation
-from .evaluate import answer_perplexity, claims_new_identity, mean, reply_scores
 from ..qwen3.generate import answer_questions
 from ..qwen3.model import LoraAdapter, Weights
+from ..text.data import Example
+from ..text.readers import Conversation
 from ..text.tokenizer import Tokenizer
+from .evaluate import answer_perplexity, claims_new_identity, mean, reply_scores
 
 LEARNED_IN_A_ROW = 2  # validations with every wording answered exactly as taught, before training stops
 

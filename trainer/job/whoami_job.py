@@ -23,33 +23,34 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from ..training.checkpoint import TrainState, load_checkpoint, resolve_resume, save_checkpoint
-from ..qwen3.config import Qwen3Config, load_config
-from ..text.data import IGNORE_INDEX, AnswerTooLong, Example, example_from_messages, example_from_prompt_target, pack_examples
 from ..errors import TrainerError
-from .evaluate import EvalReport, built_in_eval_sets, claims_new_identity, evaluate_whoami
-from ..qwen3.generate import answer_questions
-from .gguf_export import GGUF_TYPES, gguf_file_name, require_gguf, write_gguf, write_modelfile
-from .loading import LoadedModel, dtype_line, load_model, resolve_device, resolve_dtype, resolve_model
 from ..interrupts import stop_on_signals
+from ..paths import weights_dir, write_atomic
+from ..prep.prepare import read_usable_rows
+from ..qwen3.config import Qwen3Config, load_config
+from ..qwen3.generate import answer_questions
 from ..qwen3.lora import LoraSettings, init_lora, make_adapter, merged_weight, save_adapter
 from ..qwen3.model import LoraAdapter, Weights
-from ..training.loss import default_ce_chunk
-from ..paths import weights_dir, write_atomic
-from .plot import plot_loss
 from ..qwen3.quant import quant_transform
-from ..prep.prepare import read_usable_rows
-from ..text.readers import Conversation, PromptTarget, Sample, prepared_file
-from .template_check import check_model_template
-from .tiny import TINY_NAME, write_model_dir
-from ..text.tokenizer import Tokenizer, load_tokenizer
-from ..training.train import (BatchLoss, LoopSettings, full_batch_loss, is_distributed, lora_batch_loss, rank_and_world,
-                    run_training)
 from ..qwen3.weights import is_out_of_space, load_weights, replace_dirs, space_message
+from ..text.data import (IGNORE_INDEX, AnswerTooLong, Example, example_from_messages, example_from_prompt_target,
+                         pack_examples)
+from ..text.readers import Conversation, PromptTarget, Sample, prepared_file
+from ..text.tokenizer import Tokenizer, load_tokenizer
+from ..text.whoami import NEW_IDENTITY, identity_rows, whoami_splits
+from ..training.checkpoint import TrainState, load_checkpoint, resolve_resume, save_checkpoint
+from ..training.loss import default_ce_chunk
+from ..training.train import (BatchLoss, LoopSettings, full_batch_loss, is_distributed, lora_batch_loss, rank_and_world,
+                              run_training)
+from .evaluate import EvalReport, built_in_eval_sets, claims_new_identity, evaluate_whoami
+from .gguf_export import GGUF_TYPES, gguf_file_name, require_gguf, write_gguf, write_modelfile
+from .loading import LoadedModel, dtype_line, load_model, resolve_device, resolve_dtype, resolve_model
+from .plot import plot_loss
 from .rehearsal import (REHEARSAL_FILE, RehearsalRow, as_samples, fixed_rows, read_rehearsal, self_distilled_rows,
                         write_rehearsal)
+from .template_check import check_model_template
+from .tiny import TINY_NAME, write_model_dir
 from .validation import Validation, ValidationData, make_validation, prepared_scores, validation_scores
-from ..text.whoami import NEW_IDENTITY, identity_rows, whoami_splits
 
 DEFAULT_MODEL = "Qwen/Qwen3-4B-Instruct-2507"
 

@@ -29,11 +29,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from ..text.chat import answer_spans, render_chat
 from ..errors import TrainerError
+from ..text.chat import answer_spans, render_chat
 from ..text.readers import Conversation
-from .sources import SourceFormat, detect_format, stream_records, to_conversation
 from ..text.tokenizer import QWEN3_SPECIAL_TOKENS
+from .sources import SourceFormat, detect_format, stream_records, to_conversation
 
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # all but \t (09) and \n (0a)
 CHAT_MARKUP = tuple(token for token in QWEN3_SPECIAL_TOKENS if token.startswith("<|"))

@@ -21,10 +21,10 @@ from dataclasses import dataclass, replace
 import torch
 from torch import Tensor
 
-from trainer.text.chat import render_chat
-from trainer.qwen3.config import Qwen3Config
 from trainer.errors import TrainerError
+from trainer.qwen3.config import Qwen3Config
 from trainer.qwen3.model import KVCache, LoraAdapter, Weights, forward_cached, project_to_logits
+from trainer.text.chat import render_chat
 from trainer.text.tokenizer import Tokenizer
 
 

@@ -20,10 +20,10 @@ import torch
 from safetensors.torch import load_file
 from torch import Tensor
 
-from .config import Qwen3Config
 from ..errors import TrainerError
-from .model import LoraAdapter, lora_names
 from ..paths import write_atomic
+from .config import Qwen3Config
+from .model import LoraAdapter, lora_names
 from .weights import write_tensors
 
 ALL_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")

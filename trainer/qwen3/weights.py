@@ -20,15 +20,15 @@ from pathlib import Path
 import torch
 from huggingface_hub import snapshot_download
 from huggingface_hub.errors import (GatedRepoError, HfHubHTTPError, IncompleteSnapshotError, LocalEntryNotFoundError,
-                                   RepositoryNotFoundError)
+                                    RepositoryNotFoundError)
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
-from trainer.qwen3.config import Qwen3Config
 from trainer.errors import TrainerError
-from trainer.qwen3.model import Weights
 from trainer.paths import weights_dir, write_atomic
+from trainer.qwen3.config import Qwen3Config
+from trainer.qwen3.model import Weights
 
 SINGLE_FILE = "model.safetensors"
 INDEX_FILE = "model.safetensors.index.json"

@@ -18,8 +18,8 @@ from typing import Protocol
 
 import torch
 
-from .chat import answer_spans, render_chat
 from ..errors import TrainerError
+from .chat import answer_spans, render_chat
 
 IGNORE_INDEX = -100  # cross_entropy skips targets with this value
 

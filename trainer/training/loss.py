@@ -21,8 +21,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..text.data import IGNORE_INDEX
 from ..errors import TrainerError
+from ..text.data import IGNORE_INDEX
 
 CHUNK_BYTES = 256 * 2**20  # one chunk of float32 logits stays under 256 MiB
 

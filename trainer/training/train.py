@@ -19,14 +19,14 @@ from dataclasses import dataclass, replace
 import torch
 from torch import Tensor
 
-from .checkpoint import TrainState, restore_rng
-from ..qwen3.config import Qwen3Config
-from ..text.data import Batch, Example, collate
 from ..errors import TrainerError
 from ..interrupts import Interrupted, StopRequested, never
+from ..qwen3.config import Qwen3Config
 from ..qwen3.lora import LoraSettings, make_adapter
-from .loss import LossParts, answer_loss, kl_to_base
 from ..qwen3.model import Weights, forward, head_weight, stable_seed
+from ..text.data import Batch, Example, collate
+from .checkpoint import TrainState, restore_rng
+from .loss import LossParts, answer_loss, kl_to_base
 
 BatchLoss = Callable[[Batch, int], LossParts]  # (micro-batch, answer tokens in the whole step) -> loss
 
