@@ -255,8 +255,9 @@ def prepare(out: Path, sources: dict[str, Path], formats: dict, weights: dict[st
     tokens = {name: {"total": array("l"), "answer": array("l")} for name in sources}
     # the tokenizer counts one chunk in a thread of its own (it lets go of Python's lock and spreads
     # over the cores) while this thread checks the chunk before and reads the next
-    def counted(chunk: tuple) -> list[TokenCount | str]:
-        return measure(tokenizer, chunk[2], options["seq_len"])
+    def counted(checked: tuple) -> list[TokenCount | str]:
+        _, _, pieces = checked
+        return measure(tokenizer, pieces, options["seq_len"])
 
     with spool.file, rejected, ThreadPoolExecutor(max_workers=1) as counter:
         for name, path in sources.items():
