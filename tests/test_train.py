@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from trainer.errors import TrainerError
 from trainer.job.tiny import random_weights
 from trainer.qwen3.config import Qwen3Config
+from trainer.qwen3 import memory
 from trainer.qwen3.lora import LoraSettings, init_lora, make_adapter
 from trainer.qwen3.model import forward, project_to_logits
 from trainer.text.data import Example, collate
@@ -325,33 +326,49 @@ def test_lora_dropout_gradients_do_not_depend_on_the_split_or_on_recomputation(m
     assert max((g - e).abs().max().item() for g, e in zip(undropped, expected)) > 1e-3  # dropout really acts
 
 
-def kept_storages(batch_loss, batch) -> dict[int, tuple[int, ...]]:
-    """{storage address: shape} of every tensor autograd keeps for backward in one forward, weights aside."""
+def kept_storages(batch_loss, batch, monkeypatch) -> dict[int, tuple[tuple[int, ...], torch.dtype]]:
+    """{storage address: (shape, dtype)} of every tensor autograd keeps for backward in one forward: what
+    trainer.qwen3.memory's pack hook keeps as it is, and what the recipes it keeps instead hold."""
     kept = {}
 
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        if not t.is_leaf:
-            kept[t.untyped_storage().data_ptr()] = tuple(t.shape)
-        return t
+    def record(value) -> None:
+        if isinstance(value, torch.Tensor):
+            kept.setdefault(value.untyped_storage().data_ptr(), (tuple(value.shape), value.dtype))
+        elif isinstance(value, memory.Recipe):
+            for argument in value.arguments:
+                record(argument)
 
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+    def spy(notes, saved):
+        packed = keep(notes, saved)
+        record(packed if isinstance(packed, torch.Tensor) else packed.recipe)
+        return packed
+
+    keep = memory.keep
+    with monkeypatch.context() as patch:
+        patch.setattr(memory, "keep", spy)
         batch_loss(batch, batch.answer_token_count)
     return kept
 
 
-def test_training_keeps_no_copy_of_the_adapters_inputs():
+def test_training_keeps_no_copy_of_the_adapters_inputs(monkeypatch):
     """Per layer autograd keeps gate and up (SwiGLU's backward needs them) but not SwiGLU's output, and
-    dropout adds no kept copy: each adapter's input is made again in backward (LowRankDown)."""
+    dropout adds no kept copy: each adapter's input is made again in backward (trainer.qwen3.memory)."""
     batch = step_batches(examples(4), 1, LoopSettings(steps=1, batch_size=4, grad_accum=1, lr=1e-2, warmup_steps=0,
                                                      grad_clip=1.0, weight_decay=0.0, seed=5, pad_id=PAD))[0]
     kept = {}
     for dropout in (0.0, 0.3):
         weights, tensors, _ = lora_setup(settings=LoraSettings(r=4, alpha=8.0, dropout=dropout))
         loss = lora_batch_loss(weights, SMALL, tensors, LoraSettings(r=4, alpha=8.0, dropout=dropout), torch.float32, 7)
-        kept[dropout] = kept_storages(loss, batch)
-    widest = [shape for shape in kept[0.0].values() if len(shape) == 3 and shape[-1] == SMALL.intermediate_size]
+        kept[dropout] = kept_storages(loss, batch, monkeypatch)
+    widest = [shape for shape, _ in kept[0.0].values() if len(shape) == 3 and shape[-1] == SMALL.intermediate_size]
     assert len(widest) == 2 * SMALL.num_hidden_layers
-    assert sorted(kept[0.3].values()) == sorted(kept[0.0].values())
+    numbers = {dropout: sorted(shape for shape, dtype in found.values() if dtype != torch.bool)
+               for dropout, found in kept.items()}
+    assert numbers[0.3] == numbers[0.0]  # dropout keeps only its masks, one bool per input element
+    masks = [shape for shape, dtype in kept[0.3].values() if dtype == torch.bool]
+    # one per projection, but layer 0's q, k and v, whose input (the frozen embedding, normed) needs no gradient
+    assert len(masks) == 7 * SMALL.num_hidden_layers - 3
+    assert not any(dtype == torch.bool for _, dtype in kept[0.0].values())
 
 
 # ---------------------------------------------------------------------------

@@ -8,11 +8,15 @@ so loading is "read the file into a dict" and nothing maps names. One decoder la
 
 Shapes: B batch, T new tokens, S keys (past + new), H hidden, D head_dim,
 QH query heads, KVH key/value heads, V vocabulary.
+
+Operations marked @rebuildable are ones whose output backward may make again instead of
+keeping; `forward` turns that on while training (trainer.qwen3.memory). It changes what is
+kept between forward and backward, never a value.
 """
 
 import hashlib
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import partial
 from typing import Protocol
@@ -23,6 +27,7 @@ from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
 from trainer.qwen3.config import Qwen3Config
+from trainer.qwen3.memory import RMSNorm, SwiGLU, rebuildable, rebuilt_in_backward
 
 
 class PackedLinear(Protocol):
@@ -57,7 +62,6 @@ class AttentionInputs:
     cos: Tensor  # [B, T, D] float32
     sin: Tensor  # [B, T, D] float32
     allowed: Tensor | None  # [B, 1, T, S] bool: may query t see key s; None = causal alone suffices
-    rebuild_rotated: bool = False  # attention's backward makes q and k again (see rebuilt_in_backward)
 
 
 def lora_names(name: str) -> tuple[str, str]:
@@ -72,6 +76,7 @@ def stable_seed(*parts: object) -> int:
     return int.from_bytes(digest[:8], "little") >> 1  # torch seeds must fit in a signed 64-bit int
 
 
+@rebuildable
 def row_dropout(x: Tensor, p: float, row_seeds: Sequence[int], name: str) -> Tensor:
     """Dropout on x [B, T, in] whose mask for row b is drawn from (row_seeds[b], name) alone.
 
@@ -88,122 +93,32 @@ def row_dropout(x: Tensor, p: float, row_seeds: Sequence[int], name: str) -> Ten
     return x * keep / (1 - p)
 
 
-@dataclass(frozen=True)
-class Recipe:
-    """How to make a tensor again from `sources`, tensors that backward keeps anyway."""
-
-    make: Callable[..., Tensor]
-    sources: tuple[Tensor, ...]
-
-
-def kept_as_is(x: Tensor) -> Recipe:
-    """The recipe of a tensor that backward keeps itself."""
-    return Recipe(lambda t: t, (x,))
-
-
-class LowRankDown(torch.autograd.Function):
-    """x [.., in] @ A.T -> [.., r], keeping for backward not x but its recipe.
-
-    The gradient of A needs the adapter's input (grad A = grad.T @ x). Plain autograd keeps it,
-    and that input is a tensor nothing else keeps: the normed layer input of q, k, v, gate and
-    up; SwiGLU's [B, T, I] output for down; with dropout, a dropped-out copy per projection.
-    Backward makes it again from what the norm, SwiGLU or attention keep anyway: a few
-    element-wise operations instead of a tensor per layer held from forward to backward.
-    """
-
-    @staticmethod
-    def forward(ctx, x: Tensor, a: Tensor, recipe: Recipe) -> Tensor:
-        ctx.make = recipe.make
-        ctx.save_for_backward(a, *recipe.sources)
-        return F.linear(x, a)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, Tensor, None]:
-        a, *sources = ctx.saved_tensors
-        x = ctx.make(*sources)  # [.., in], the same values as in forward
-        grad_a = grad.flatten(0, -2).T @ x.flatten(0, -2)  # [r, in]
-        return grad @ a, grad_a, None
-
-
-@contextmanager
-def rebuilt_in_backward(recipes: Sequence[tuple[Tensor, Recipe]]) -> Iterator[None]:
-    """While active, where autograd would keep one of these tensors for backward, it keeps the
-    tensor's recipe instead, and backward makes the tensor again (the same values).
-
-    For tensors kept by an operation PyTorch provides (attention keeps q and k), which cannot keep
-    a recipe itself as LowRankDown does. Not inside a recomputed (checkpointed) layer: these hooks
-    would take the place of the checkpoint's own.
-    """
-    def place(t: Tensor) -> tuple:
-        return t.data_ptr(), t.shape, t.stride()
-
-    by_place = {place(t): recipe for t, recipe in recipes}
-
-    def pack(t: Tensor) -> Tensor | Recipe:
-        recipe = by_place.get(place(t))
-        # detached sources: a kept tensor that points back into the graph would make a reference cycle
-        return t if recipe is None else Recipe(recipe.make, tuple(s.detach() for s in recipe.sources))
-
-    def unpack(kept: Tensor | Recipe) -> Tensor:
-        return kept.make(*kept.sources) if isinstance(kept, Recipe) else kept
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, unpack):
-        yield
-
-
-def linear(x: Tensor, weights: Weights, name: str, lora: LoraAdapter | None = None,
-           recipe: Recipe | None = None) -> Tensor:
+def linear(x: Tensor, weights: Weights, name: str, lora: LoraAdapter | None = None) -> Tensor:
     """x [.., in] -> [.., out] through the weight `name`, plus its LoRA update if it has one.
 
     The only place that knows a weight may be packed (4-bit): a Tensor uses F.linear,
-    anything else multiplies itself. `recipe` makes x again from tensors backward keeps
-    anyway (see LowRankDown); without one, backward keeps x itself.
+    anything else multiplies itself.
     """
     weight = weights[name]
     y = F.linear(x, weight) if isinstance(weight, Tensor) else weight.linear(x)  # [.., out]
     a_name, b_name = lora_names(name)
     if lora is None or a_name not in lora.tensors:
         return y
-    recipe = recipe or kept_as_is(x)
     if lora.training and lora.dropout > 0:
-        drop = partial(row_dropout, p=lora.dropout, row_seeds=lora.row_seeds, name=name)
-        x, recipe = drop(x), Recipe(lambda *sources, make=recipe.make: drop(make(*sources)), recipe.sources)
-    low_rank = LowRankDown.apply(x, lora.tensors[a_name].to(x.dtype), recipe) * lora.scale  # [.., r]: scaling r values, not out
+        x = row_dropout(x, lora.dropout, lora.row_seeds, name)
+    low_rank = F.linear(x, lora.tensors[a_name].to(x.dtype)) * lora.scale  # [.., r]: scaling r values, not out
     # in place: y is saved by nothing, and a second [.., out] buffer would be the widest moment of a
     # recomputing forward (up_proj's [B, T, I] on the 4B model)
     return y.add_(F.linear(low_rank, lora.tensors[b_name].to(x.dtype)))
 
 
-class RMSNorm(torch.autograd.Function):
-    """weight * x / rms(x) over the last dim, with the mean square taken in float32 so bf16 does
-    not drift; x [.., H] -> [.., H], weight [H].
-
-    Plain autograd would keep a float32 copy of x for backward (twice the bytes of bf16 x, and
-    four of these norms run per layer); this keeps x as it came and 1/rms [.., 1]. Backward, with
-    n = x / rms and g = d loss / d n:   d loss / dx = (g - n * mean(g * n)) / rms.
-    """
-
-    @staticmethod
-    def forward(ctx, x: Tensor, weight: Tensor, eps: float) -> Tensor:
-        x32 = x.float()
-        inv_rms = torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + eps)  # [.., 1] float32
-        ctx.save_for_backward(x, weight, inv_rms)
-        return weight * (x32 * inv_rms).to(x.dtype)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, Tensor | None, None]:
-        x, weight, inv_rms = ctx.saved_tensors
-        normed = x.float() * inv_rms  # [.., H] float32
-        grad_weight = (grad * normed.to(x.dtype)).sum_to_size(weight.shape) if ctx.needs_input_grad[1] else None
-        grad_normed = (grad * weight).float()  # [.., H]
-        grad_x = inv_rms * (grad_normed - normed * (grad_normed * normed).mean(-1, keepdim=True))
-        return grad_x.to(x.dtype), grad_weight, None
-
-
+@rebuildable
 def rms_norm(x: Tensor, weight: Tensor, eps: float) -> Tensor:
-    """x [.., H] / rms(x) * weight [H]. In float32 plain autograd keeps nothing extra (x.float() is
-    x itself), so it computes the norm there as it always has, rounding for rounding: the tiny
-    world, built in float32, comes out the same. Narrower x goes through RMSNorm."""
+    """x [.., H] / rms(x) * weight [H], the mean square taken in float32 so bf16 does not drift.
+
+    Narrower x goes through memory.RMSNorm: the same formula, whose backward keeps x as it came
+    instead of the float32 copy plain autograd would keep.
+    """
     if x.dtype != torch.float32:
         return RMSNorm.apply(x, weight, eps)
     return (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)).mul_(weight)  # in place: one buffer fewer
@@ -223,6 +138,7 @@ def rope_cos_sin(positions: Tensor, head_dim: int, theta: float) -> tuple[Tensor
     return angles.cos(), angles.sin()
 
 
+@rebuildable
 def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     """Rotate x [B, heads, T, D] by the angles in cos/sin [B, T, D] (rotate-half layout)."""
     half = x.shape[-1] // 2
@@ -265,7 +181,7 @@ def causal_alone_suffices(attention_mask: Tensor, past_len: int) -> bool:
 
 
 def attention_inputs(config: Qwen3Config, input_ids: Tensor, attention_mask: Tensor | None,
-                     position_ids: Tensor | None, past_len: int, rebuild_rotated: bool = False) -> AttentionInputs:
+                     position_ids: Tensor | None, past_len: int) -> AttentionInputs:
     """RoPE angles and mask for T new tokens after past_len cached ones.
 
     attention_mask is [B, past_len + T] (default all ones; segment numbers when packed).
@@ -279,7 +195,7 @@ def attention_inputs(config: Qwen3Config, input_ids: Tensor, attention_mask: Ten
         position_ids = ((attention_mask > 0).long().cumsum(-1) - 1).clamp(min=0)[:, -new:]  # [B, T]
     cos, sin = rope_cos_sin(position_ids, config.head_dim, config.rope_theta)
     causal = causal_alone_suffices(attention_mask, past_len)
-    return AttentionInputs(cos, sin, None if causal else attention_allowed(attention_mask, new), rebuild_rotated)
+    return AttentionInputs(cos, sin, None if causal else attention_allowed(attention_mask, new))
 
 
 def split_heads(x: Tensor, head_dim: int) -> Tensor:
@@ -288,6 +204,7 @@ def split_heads(x: Tensor, head_dim: int) -> Tensor:
     return x.view(batch, length, -1, head_dim).transpose(1, 2)
 
 
+@rebuildable
 def merge_heads(x: Tensor) -> Tensor:
     """[B, heads, T, D] -> [B, T, heads * D]."""
     return x.transpose(1, 2).flatten(2)
@@ -312,83 +229,47 @@ def grouped_attention(q: Tensor, k: Tensor, v: Tensor, allowed: Tensor | None) -
                                           attn_mask=allowed, is_causal=causal)
 
 
-def normed_and_rotated(x: Tensor, weight: Tensor, eps: float, inputs: AttentionInputs) -> Tensor:
-    """Qwen3's per-head RMSNorm, then RoPE; x [B, heads, T, D] -> [B, heads, T, D]."""
-    return apply_rope(rms_norm(x, weight, eps), inputs.cos, inputs.sin)
-
-
-def attention(weights: Weights, config: Qwen3Config, layer: int, x: Tensor, x_recipe: Recipe,
-              inputs: AttentionInputs, past: tuple[Tensor, Tensor] | None,
-              lora: LoraAdapter | None) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+def attention(weights: Weights, config: Qwen3Config, layer: int, x: Tensor, inputs: AttentionInputs,
+              past: tuple[Tensor, Tensor] | None, lora: LoraAdapter | None) -> tuple[Tensor, tuple[Tensor, Tensor]]:
     """Grouped-query self-attention over x [B, T, H]; returns ([B, T, H], this layer's (k, v) [B, KVH, S, D]).
 
     Qwen3 normalises each query and key head (q_norm, k_norm) before RoPE.
     """
     p = f"model.layers.{layer}.self_attn."
     eps, dim = config.rms_norm_eps, config.head_dim
-    q = split_heads(linear(x, weights, p + "q_proj.weight", lora, x_recipe), dim)  # [B, QH, T, D]
-    k = split_heads(linear(x, weights, p + "k_proj.weight", lora, x_recipe), dim)  # [B, KVH, T, D]
-    v = split_heads(linear(x, weights, p + "v_proj.weight", lora, x_recipe), dim)  # [B, KVH, T, D]
-    q_recipe = Recipe(partial(normed_and_rotated, weight=weights[p + "q_norm.weight"], eps=eps, inputs=inputs), (q,))
-    k_recipe = Recipe(partial(normed_and_rotated, weight=weights[p + "k_norm.weight"], eps=eps, inputs=inputs), (k,))
-    q, k = q_recipe.make(q), k_recipe.make(k)
+    q = split_heads(linear(x, weights, p + "q_proj.weight", lora), dim)  # [B, QH, T, D]
+    k = split_heads(linear(x, weights, p + "k_proj.weight", lora), dim)  # [B, KVH, T, D]
+    v = split_heads(linear(x, weights, p + "v_proj.weight", lora), dim)  # [B, KVH, T, D]
+    q = apply_rope(rms_norm(q, weights[p + "q_norm.weight"], eps), inputs.cos, inputs.sin)
+    k = apply_rope(rms_norm(k, weights[p + "k_norm.weight"], eps), inputs.cos, inputs.sin)
     if past is not None:
         k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)  # [B, KVH, S, D]
-    # q and k before their norms are kept by the norms' backward; attention's backward makes the
-    # normed and rotated ones again from them instead of keeping a second copy
-    with rebuilt_in_backward([(q, q_recipe), (k, k_recipe)]) if inputs.rebuild_rotated else nullcontext():
-        heads = grouped_attention(q, k, v, inputs.allowed)  # [B, QH, T, D], kept by attention's backward
-    return linear(merge_heads(heads), weights, p + "o_proj.weight", lora, Recipe(merge_heads, (heads,))), (k, v)
+    heads = grouped_attention(q, k, v, inputs.allowed)  # [B, QH, T, D]
+    return linear(merge_heads(heads), weights, p + "o_proj.weight", lora), (k, v)
 
 
-class SwiGLU(torch.autograd.Function):
-    """silu(gate) * up for gate, up [B, T, I], keeping only gate and up for backward.
-
-    Plain autograd would also keep silu(gate): a third [B, T, I] tensor per layer, the
-    widest activations of the model. Backward recomputes it from gate instead, in place where it
-    can (the moment of the whole step that holds the most memory when layers are recomputed).
-    """
-
-    @staticmethod
-    def forward(ctx, gate: Tensor, up: Tensor) -> Tensor:
-        ctx.save_for_backward(gate, up)
-        return F.silu(gate).mul_(up)  # in place: one [B, T, I] buffer, not silu's and the product's
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, Tensor]:
-        gate, up = ctx.saved_tensors
-        sigmoid = torch.sigmoid(gate)
-        silu = gate * sigmoid
-        # d silu(g) / dg = sigmoid(g) + g sigmoid(g) (1 - sigmoid(g)) = sigmoid + silu (1 - sigmoid),
-        # made in place, operation for operation as the plain formula rounds (the tiny world is
-        # built with it), so at most three [B, T, I] temporaries exist at once
-        slope = torch.sub(1, sigmoid).mul_(silu).add_(sigmoid)
-        del sigmoid
-        return (grad * up).mul_(slope), silu.mul_(grad)
-
-
+@rebuildable
 def swiglu(gate: Tensor, up: Tensor) -> Tensor:
-    """silu(gate) * up, [B, T, I]; see SwiGLU."""
+    """silu(gate) * up, [B, T, I]; memory.SwiGLU's backward keeps gate and up, not silu(gate)."""
     return SwiGLU.apply(gate, up)
 
 
-def mlp(weights: Weights, layer: int, x: Tensor, x_recipe: Recipe, lora: LoraAdapter | None) -> Tensor:
+def mlp(weights: Weights, layer: int, x: Tensor, lora: LoraAdapter | None) -> Tensor:
     """SwiGLU: down(silu(gate(x)) * up(x)); x [B, T, H] -> [B, T, H]."""
     p = f"model.layers.{layer}.mlp."
-    gate = linear(x, weights, p + "gate_proj.weight", lora, x_recipe)  # [B, T, I]
-    up = linear(x, weights, p + "up_proj.weight", lora, x_recipe)  # [B, T, I]
-    return linear(swiglu(gate, up), weights, p + "down_proj.weight", lora, Recipe(swiglu, (gate, up)))
+    gate = linear(x, weights, p + "gate_proj.weight", lora)  # [B, T, I]
+    up = linear(x, weights, p + "up_proj.weight", lora)  # [B, T, I]
+    return linear(swiglu(gate, up), weights, p + "down_proj.weight", lora)
 
 
 def decoder_layer(weights: Weights, config: Qwen3Config, layer: int, x: Tensor, inputs: AttentionInputs,
                   past: tuple[Tensor, Tensor] | None, lora: LoraAdapter | None) -> tuple[Tensor, tuple[Tensor, Tensor]]:
     """One pre-norm block with explicit residuals; x [B, T, H] -> ([B, T, H], (k, v))."""
-    p = f"model.layers.{layer}."
-    norm = partial(rms_norm, weight=weights[p + "input_layernorm.weight"], eps=config.rms_norm_eps)
-    attended, kv = attention(weights, config, layer, norm(x), Recipe(norm, (x,)), inputs, past, lora)
-    x = x + attended
-    norm = partial(rms_norm, weight=weights[p + "post_attention_layernorm.weight"], eps=config.rms_norm_eps)
-    return x + mlp(weights, layer, norm(x), Recipe(norm, (x,)), lora), kv
+    p, eps = f"model.layers.{layer}.", config.rms_norm_eps
+    attended, kv = attention(weights, config, layer, rms_norm(x, weights[p + "input_layernorm.weight"], eps),
+                             inputs, past, lora)
+    x = x + attended  # [B, T, H]
+    return x + mlp(weights, layer, rms_norm(x, weights[p + "post_attention_layernorm.weight"], eps), lora), kv
 
 
 def forward(weights: Weights, config: Qwen3Config, input_ids: Tensor, attention_mask: Tensor | None = None,
@@ -398,7 +279,8 @@ def forward(weights: Weights, config: Qwen3Config, input_ids: Tensor, attention_
 
     The training path: no cache is kept. Logits come from `project_to_logits`, so a
     loss can project only the positions it needs. checkpoint_layers keeps only each layer's
-    input for backward and recomputes the rest (less memory, about a third more compute).
+    input for backward and recomputes the rest (less memory, about a third more compute);
+    without it, backward makes again what is cheap to make (trainer.qwen3.memory).
     """
     hidden, _ = forward_cached(weights, config, input_ids, (), attention_mask, position_ids, lora, checkpoint_layers)
     return hidden
@@ -412,17 +294,17 @@ def forward_cached(weights: Weights, config: Qwen3Config, input_ids: Tensor, cac
     attention_mask, if given, covers past and new tokens: [B, S].
     """
     past_len = cache[0][0].shape[2] if cache else 0
-    # a recomputed layer keeps nothing but its input, so rebuilding q and k would gain nothing there
-    inputs = attention_inputs(config, input_ids, attention_mask, position_ids, past_len,
-                              rebuild_rotated=not checkpoint_layers)
+    inputs = attention_inputs(config, input_ids, attention_mask, position_ids, past_len)
     x = F.embedding(input_ids, weights["model.embed_tokens.weight"])  # [B, T, H]
     new_cache = []
-    for layer in range(config.num_hidden_layers):
-        step = partial(decoder_layer, weights, config, layer, inputs=inputs, past=cache[layer] if cache else None,
-                       lora=lora)
-        x, kv = checkpoint(step, x, use_reentrant=False) if checkpoint_layers else step(x)
-        new_cache.append(kv)
-    return rms_norm(x, weights["model.norm.weight"], config.rms_norm_eps), tuple(new_cache)
+    # a recomputed (checkpointed) layer keeps nothing but its input: nothing there to make again
+    with rebuilt_in_backward() if torch.is_grad_enabled() and not checkpoint_layers else nullcontext():
+        for layer in range(config.num_hidden_layers):
+            step = partial(decoder_layer, weights, config, layer, inputs=inputs,
+                           past=cache[layer] if cache else None, lora=lora)
+            x, kv = checkpoint(step, x, use_reentrant=False) if checkpoint_layers else step(x)
+            new_cache.append(kv)
+        return rms_norm(x, weights["model.norm.weight"], config.rms_norm_eps), tuple(new_cache)
 
 
 def head_weight(weights: Weights, config: Qwen3Config) -> Tensor:
