@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from trainer.commands.prepare_data import main as prepare_main, one_ahead
+from trainer.commands.prepare_data import main as prepare_main
 from trainer.errors import TrainerError
 from trainer.job.evaluate import is_usable
+from trainer.prep.pipeline import one_ahead
 from trainer.prep.prepare import (Row, TokenCount, answer_pieces, mix, normalise, normalise_text, normalised_weights,
                                   problem_with, prompt_key, row_key, split, token_counts, val_score)
 from trainer.prep.sources import detect_format, stream_records, to_conversation

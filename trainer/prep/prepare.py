@@ -1,6 +1,6 @@
 """Preparing a user's data, as pure functions: normalise, check, deduplicate, split, mix.
 
-The command (`scripts/prepare_data.py`, trainer/commands/prepare_data.py) reads the files, feeds
+The pipeline (trainer/prep/pipeline.py, run by `scripts/prepare_data.py`) reads the files, feeds
 these functions and writes what they return; nothing here touches a file or a random state it was
 not given.
 
@@ -44,7 +44,7 @@ MIX_MODES = ("concat", "interleave", "resample")
 @dataclass(frozen=True, slots=True)
 class Row:
     """A kept row as the split and the mix see it: a few fields, not the conversation, so that a
-    million of them fit in memory; its text waits in the command's spool file."""
+    million of them fit in memory; its text waits in the pipeline's spool file."""
 
     key: bytes  # row_key: the deduplication hash
     source: str  # the --source NAME it came from
