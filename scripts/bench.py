@@ -158,7 +158,7 @@ def timed_steps(step: Callable[[], float], settings: BenchSettings, tokens_per_s
     step_s = statistics.median(seconds)
     memory, memory_kind = peak_memory(settings.device)
     return {"tokens_per_s": tokens_per_step / step_s, "step_s": step_s, "step_s_all": seconds,
-            "peak_mem_bytes": memory, "mem_kind": memory_kind, "loss_first": losses[0], "loss_last": losses[-1]}
+            "peak_mem_bytes": memory, "mem_kind": memory_kind, "loss_first": losses[0], "loss_last": losses[-1], "losses": losses}
 
 
 # ---------------------------------------------------------------------------
@@ -190,7 +190,7 @@ def run_ours(config: Qwen3Config, settings: BenchSettings) -> dict:
     batch_loss = lora_batch_loss(weights, config, lora, LORA, DTYPES[settings.dtype],
                                  default_ce_chunk(config.vocab_size), settings.grad_checkpoint)
     result = timed_steps(lambda: train_step(batch_loss, params, optimizer, [batch], GRAD_CLIP).loss,
-                         settings, int(batch.attention_mask.sum()))
+                         settings, int(batch.segment_ids.sum()))
     return result | {"trainable": sum(p.numel() for p in params)}
 
 

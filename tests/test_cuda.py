@@ -14,7 +14,7 @@ from trainer.qwen3.model import forward
 from trainer.qwen3.quant import nf4_transform, quantize_nf4
 from trainer.qwen3.weights import expected_shapes
 from trainer.text.data import Example, collate
-from trainer.training.loss import answer_loss
+from trainer.training.loss import token_cross_entropy
 from trainer.training.train import lora_batch_loss, move_batch, train_step
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
@@ -96,7 +96,7 @@ def test_chunked_loss_never_holds_full_logits_on_cuda():
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
     before = torch.cuda.memory_allocated()
-    answer_loss(head, hidden, labels, chunk_size=chunk).loss.backward()
+    token_cross_entropy(head, hidden, labels, chunk_size=chunk).loss.backward()
     torch.cuda.synchronize()
     extra = torch.cuda.max_memory_allocated() - before
     full_logits = positions * vocab * 4  # 1.24 GB
@@ -115,4 +115,4 @@ def test_nf4_lora_training_in_bfloat16_lowers_the_loss():
     assert all(torch.isfinite(torch.tensor(losses)))
     assert losses[-1] < losses[0] - 0.1, losses
     adapter = make_adapter(lora, LORA, training=False, dtype=torch.bfloat16)
-    assert forward(weights, SMALL, batch.input_ids, batch.attention_mask, lora=adapter).dtype == torch.bfloat16
+    assert forward(weights, SMALL, batch.input_ids, batch.segment_ids, lora=adapter).dtype == torch.bfloat16

@@ -266,16 +266,16 @@ def test_collate_right_pads_with_masks_and_positions():
     batch = collate([Example((5, 6, 7), (-100, 7, 8)), Example((9,), (4,))], pad_id=0)
     assert batch.input_ids.tolist() == [[5, 6, 7], [9, 0, 0]]
     assert batch.labels.tolist() == [[-100, 7, 8], [4, -100, -100]]
-    assert batch.attention_mask.tolist() == [[1, 1, 1], [1, 0, 0]]
+    assert batch.segment_ids.tolist() == [[1, 1, 1], [1, 0, 0]]
     assert batch.position_ids.tolist() == [[0, 1, 2], [0, 0, 0]]
     assert batch.input_ids.dtype == torch.long
     assert batch.answer_token_count == 3
 
 
 def test_collate_marks_preserved_positions_and_false_elsewhere():
-    batch = collate([Example((5, 6, 7), (-100, 7, 8), preserve=(False, True, True)), Example((9,), (4,))], pad_id=0)
-    assert batch.preserve.tolist() == [[False, True, True], [False, False, False]]
-    assert batch.preserve.dtype == torch.bool
+    batch = collate([Example((5, 6, 7), (-100, 7, 8), kl_positions=(False, True, True)), Example((9,), (4,))], pad_id=0)
+    assert batch.kl_positions.tolist() == [[False, True, True], [False, False, False]]
+    assert batch.kl_positions.dtype == torch.bool
 
 
 def test_collate_empty_batch_is_an_error():

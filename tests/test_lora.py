@@ -11,7 +11,7 @@ from trainer.errors import TrainerError
 from trainer.job.tiny import random_weights
 from trainer.qwen3.config import Qwen3Config, load_config
 from trainer.qwen3.lora import (ALL_PROJECTIONS, LoraSettings, adapter_config_json, init_lora, load_adapter, make_adapter,
-                                merge_lora, save_adapter, target_weight_names)
+                                merged_weight, save_adapter, target_weight_names)
 from trainer.qwen3.model import forward, project_to_logits
 from trainer.qwen3.weights import load_weights
 
@@ -21,6 +21,11 @@ SMALL = Qwen3Config(vocab_size=300, hidden_size=32, intermediate_size=64, num_hi
 # (out, in) of each projection for SMALL, written out by hand.
 SMALL_SHAPES = {"q_proj": (32, 32), "k_proj": (16, 32), "v_proj": (16, 32), "o_proj": (32, 32),
                 "gate_proj": (64, 32), "up_proj": (64, 32), "down_proj": (32, 64)}
+
+
+def merge_lora(weights: dict[str, torch.Tensor], tensors: dict[str, torch.Tensor], scale: float) -> dict:
+    """Dense weights with every LoRA update folded in, as the export folds them one at a time."""
+    return {name: merged_weight(name, weight, tensors, scale) for name, weight in weights.items()}
 
 
 def randomize_b(tensors: dict[str, torch.Tensor], seed: int, std: float = 0.3) -> dict[str, torch.Tensor]:

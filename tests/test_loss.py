@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
 
 from trainer.errors import TrainerError
-from trainer.training.loss import answer_loss, default_ce_chunk, kl_to_base, token_cross_entropy
+from trainer.training.loss import default_ce_chunk, kl_to_base, token_cross_entropy
 
 IGNORE = -100  # torch's own default ignore_index, written independently of trainer.text.data
 
@@ -34,11 +34,11 @@ def grads(loss: torch.Tensor, *inputs: torch.Tensor) -> list[torch.Tensor]:
 
 @pytest.mark.parametrize("chunk", [1, 3, 5, 1000])
 @pytest.mark.parametrize("head_trainable", [True, False])
-def test_answer_loss_equals_cross_entropy_on_full_logits(chunk, head_trainable):
+def test_token_cross_entropy_equals_cross_entropy_on_full_logits(chunk, head_trainable):
     hidden, head, labels = make_case(seed=chunk)
     hidden.requires_grad_()
     head.requires_grad_(head_trainable)
-    parts = answer_loss(head, hidden, labels, chunk_size=chunk)
+    parts = token_cross_entropy(head, hidden, labels, chunk_size=chunk)
     expected = reference_loss(hidden, head, labels)
     inputs = (hidden, head) if head_trainable else (hidden,)
     ours, theirs = grads(parts.loss, *inputs), grads(expected, *inputs)
@@ -51,11 +51,11 @@ def test_answer_loss_equals_cross_entropy_on_full_logits(chunk, head_trainable):
         assert head.grad is None
 
 
-def test_answer_loss_with_a_trainable_head_accumulates_in_grad():
+def test_token_cross_entropy_with_a_trainable_head_accumulates_in_grad():
     hidden, head, labels = make_case(seed=11)
     hidden.requires_grad_()
     head.requires_grad_()
-    answer_loss(head, hidden, labels, chunk_size=2).loss.backward()
+    token_cross_entropy(head, hidden, labels, chunk_size=2).loss.backward()
     ours = (hidden.grad.clone(), head.grad.clone())
     hidden.grad, head.grad = None, None
     reference_loss(hidden, head, labels).backward()
@@ -65,21 +65,21 @@ def test_answer_loss_with_a_trainable_head_accumulates_in_grad():
 def test_gradient_through_an_upstream_scale():
     hidden, head, labels = make_case(seed=12)
     hidden.requires_grad_()
-    ours = grads(3.5 * answer_loss(head, hidden, labels, chunk_size=4).loss, hidden)[0]
+    ours = grads(3.5 * token_cross_entropy(head, hidden, labels, chunk_size=4).loss, hidden)[0]
     theirs = grads(3.5 * reference_loss(hidden, head, labels), hidden)[0]
     assert torch.allclose(ours, theirs, atol=1e-6)
 
 
 def test_token_cross_entropy_equals_cross_entropy():
     hidden, head, labels = make_case(seed=13, batch=3, length=5)
-    value = token_cross_entropy(head, hidden, labels, chunk_size=2)
+    value = token_cross_entropy(head, hidden, labels, chunk_size=2).loss
     assert abs(value.item() - reference_loss(hidden, head, labels).item()) < 1e-6
 
 
 def test_bf16_inputs_are_close_to_the_float32_reference():
     hidden, head, labels = make_case(seed=14, hidden_size=32, vocab=200)
     hidden16, head16 = hidden.bfloat16().requires_grad_(), head.bfloat16().requires_grad_()
-    parts = answer_loss(head16, hidden16, labels, chunk_size=3)
+    parts = token_cross_entropy(head16, hidden16, labels, chunk_size=3)
     assert parts.loss.dtype == torch.float32
     ours = grads(parts.loss, hidden16, head16)
     assert ours[0].dtype == ours[1].dtype == torch.bfloat16
@@ -99,9 +99,9 @@ def test_correct_count_equals_argmax_matches():
     expected = int(((hidden @ head.T).argmax(-1)[keep] == labels[keep]).sum())
     assert 0 < expected < int(keep.sum())
     for chunk in (1, 4, 100):
-        assert answer_loss(head, hidden, labels, chunk_size=chunk).correct == expected
+        assert token_cross_entropy(head, hidden, labels, chunk_size=chunk).correct == expected
     labels_all_right = torch.where(keep, (hidden @ head.T).argmax(-1), labels)
-    parts = answer_loss(head, hidden, labels_all_right, chunk_size=3)
+    parts = token_cross_entropy(head, hidden, labels_all_right, chunk_size=3)
     assert parts.correct == parts.count == int(keep.sum())
 
 
@@ -110,14 +110,14 @@ def test_normalizer_makes_micro_batches_add_up_to_the_batch():
     head.requires_grad_()
     total = int((labels != IGNORE).sum())
     whole_hidden = hidden.clone().requires_grad_()
-    whole = answer_loss(head, whole_hidden, labels, chunk_size=5)
+    whole = token_cross_entropy(head, whole_hidden, labels, chunk_size=5)
     whole.loss.backward()
     whole_head_grad, head.grad = head.grad.clone(), None
     parts_hidden = hidden.clone().requires_grad_()
     losses = []
     for row in range(4):
         if (labels[row] != IGNORE).any():
-            part = answer_loss(head, parts_hidden[row:row + 1], labels[row:row + 1], normalizer=total, chunk_size=5)
+            part = token_cross_entropy(head, parts_hidden[row:row + 1], labels[row:row + 1], normalizer=total, chunk_size=5)
             part.loss.backward()
             losses.append(part.loss.item())
     print(f"\nnormalizer: sum of parts - whole = {sum(losses) - whole.loss.item():.2e}")
@@ -129,20 +129,20 @@ def test_normalizer_makes_micro_batches_add_up_to_the_batch():
 
 def test_sum_normalizer_gives_the_summed_loss():
     hidden, head, labels = make_case(seed=17)
-    summed = answer_loss(head, hidden, labels, normalizer=1, chunk_size=2).loss
+    summed = token_cross_entropy(head, hidden, labels, normalizer=1, chunk_size=2).loss
     assert abs(summed.item() - reference_loss(hidden, head, labels, reduction="sum").item()) < 1e-5
 
 
 def test_shape_mismatch_names_both_sizes():
     hidden, head, _ = make_case(seed=18, batch=2, length=7)
     with pytest.raises(TrainerError, match=r"14.*\(2, 7\).*12.*\(2, 6\)"):
-        answer_loss(head, hidden, torch.zeros(2, 6, dtype=torch.long))
+        token_cross_entropy(head, hidden, torch.zeros(2, 6, dtype=torch.long))
 
 
 def test_all_ignored_labels_are_an_error():
     hidden, head, _ = make_case(seed=19)
     with pytest.raises(TrainerError, match="IGNORE_INDEX"):
-        answer_loss(head, hidden, torch.full((2, 7), IGNORE))
+        token_cross_entropy(head, hidden, torch.full((2, 7), IGNORE))
 
 
 def test_default_chunk_for_qwen3():
@@ -174,7 +174,7 @@ def test_peak_memory_stays_far_below_full_logits():
     labels = torch.randint(0, vocab, (1, positions), generator=generator)
 
     def step():
-        answer_loss(head, hidden, labels, chunk_size=chunk).loss.backward()
+        token_cross_entropy(head, hidden, labels, chunk_size=chunk).loss.backward()
 
     peak = peak_cpu_bytes(step)
     full_logits = positions * vocab * 4
@@ -186,27 +186,32 @@ def test_peak_memory_stays_far_below_full_logits():
 
 
 def reference_kl(hidden: torch.Tensor, base_hidden: torch.Tensor, head: torch.Tensor) -> torch.Tensor:
-    """Summed KL(base || model) from full logits and torch's kl_div."""
+    """Summed KL(base || model) from full logits and torch's kl_div; the base's distribution is a
+    constant (the weights as they were), even where the head trains."""
     log_q = F.log_softmax((hidden @ head.T).float(), dim=-1)
-    log_p = F.log_softmax((base_hidden @ head.T).float(), dim=-1)
+    log_p = F.log_softmax((base_hidden @ head.T.detach()).float(), dim=-1)
     return F.kl_div(log_q, log_p, log_target=True, reduction="sum")
 
 
 @pytest.mark.parametrize("chunk", [1, 3, 1000])
-def test_kl_to_base_equals_kl_div_on_full_logits_with_its_gradient(chunk):
+@pytest.mark.parametrize("head_trainable", [False, True])
+def test_kl_to_base_equals_kl_div_on_full_logits_with_its_gradient(chunk, head_trainable):
     hidden, head, labels = make_case(seed=20 + chunk)
     base_hidden = hidden + 0.3 * torch.randn(hidden.shape, generator=torch.Generator().manual_seed(chunk))
-    preserve = labels != IGNORE
-    preserve[1] = False  # a row without preserved positions contributes nothing
+    kl_positions = labels != IGNORE
+    kl_positions[1] = False  # a row without KL positions contributes nothing
     hidden.requires_grad_()
-    ours = kl_to_base(head, hidden, base_hidden, preserve, normalizer=5, chunk_size=chunk)
-    expected = reference_kl(hidden[preserve], base_hidden[preserve], head) / 5
-    (our_grad,), (their_grad,) = grads(ours, hidden), grads(expected, hidden)
+    head.requires_grad_(head_trainable)
+    trained = (hidden, head) if head_trainable else (hidden,)
+    ours = kl_to_base(head, hidden, base_hidden, kl_positions, normalizer=5, chunk_size=chunk)
+    expected = reference_kl(hidden[kl_positions], base_hidden[kl_positions], head) / 5
+    our_grads, their_grads = grads(ours, *trained), grads(expected, *trained)
     print(f"\nchunk {chunk}: KL {ours.item():.5f} vs {expected.item():.5f}, "
-          f"max grad diff {(our_grad - their_grad).abs().max().item():.2e}")
+          f"max grad diff {max((o - t).abs().max().item() for o, t in zip(our_grads, their_grads)):.2e}")
     assert expected > 0.01 and abs(ours.item() - expected.item()) < 1e-6
-    assert torch.allclose(our_grad, their_grad, atol=1e-6) and our_grad[1].abs().max() == 0
-    assert our_grad[0].abs().max() > 1e-3
+    assert all(torch.allclose(o, t, atol=1e-6) for o, t in zip(our_grads, their_grads))
+    assert our_grads[0][1].abs().max() == 0 and our_grads[0][0].abs().max() > 1e-3
+    assert all(g.abs().max() > 1e-3 for g in our_grads)  # the head's gradient too, when it trains
 
 
 def test_kl_to_base_is_zero_with_zero_gradient_when_the_model_is_the_base():

@@ -48,17 +48,17 @@ def test_pack_examples_fills_rows_in_order():
         Example((6, 7, 8, 9), (7, 8, 9, 10), positions=(0, 1, 2, 3), segments=(1, 1, 1, 1)),
     ]
     batch = collate(rows, pad_id=0)
-    assert batch.attention_mask.tolist() == [[1, 1, 1, 2, 2], [1, 1, 1, 1, 0]]
+    assert batch.segment_ids.tolist() == [[1, 1, 1, 2, 2], [1, 1, 1, 1, 0]]
     assert batch.position_ids.tolist() == [[0, 1, 2, 0, 1], [0, 1, 2, 3, 0]]
     assert batch.real_token_count == 9
 
 
 def test_packing_keeps_the_preserved_positions_of_each_example():
-    a = Example((1, 2, 3), (-100, 2, 3), preserve=(False, True, True))
+    a = Example((1, 2, 3), (-100, 2, 3), kl_positions=(False, True, True))
     b = Example((4, 5), (-100, 5))
     (row,) = pack_examples([a, b], seq_len=5)
-    assert row.preserve == (False, True, True, False, False)
-    assert pack_examples([b, b], seq_len=5)[0].preserve == ()
+    assert row.kl_positions == (False, True, True, False, False)
+    assert pack_examples([b, b], seq_len=5)[0].kl_positions == ()
 
 
 def test_packed_loss_and_gradients_equal_unpacked():

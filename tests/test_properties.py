@@ -14,7 +14,7 @@ from pathlib import Path
 from hypothesis import event, given, settings, strategies as st
 
 from trainer.errors import TrainerError
-from trainer.job.whoami_job import build_examples
+from trainer.job.examples import build_examples
 from trainer.text.readers import read_samples
 
 IGNORE = -100

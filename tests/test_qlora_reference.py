@@ -20,7 +20,7 @@ from trainer.qwen3.model import Weights, forward, head_weight, lora_names, proje
 from trainer.qwen3.quant import NF4Weight, quant_transform
 from trainer.qwen3.weights import load_weights
 from trainer.text.data import IGNORE_INDEX
-from trainer.training.loss import answer_loss
+from trainer.training.loss import token_cross_entropy
 
 SETTINGS = LoraSettings(r=4, alpha=12.0, dropout=0.0)  # dropout off: both sides must be deterministic
 ANSWER_STARTS = (5, 8)  # per row: the first position whose token is answer text (earlier ones are prompt)
@@ -170,7 +170,7 @@ def test_qlora_loss_and_lora_grads_equal_the_reference(qlora_pair):
     theirs.backward()
     adapter = make_adapter(qlora_pair.tensors, SETTINGS, training=True, dtype=torch.float32)
     hidden = forward(qlora_pair.weights, qlora_pair.config, ids, lora=adapter)
-    ours = answer_loss(head_weight(qlora_pair.weights, qlora_pair.config), hidden, our_labels)
+    ours = token_cross_entropy(head_weight(qlora_pair.weights, qlora_pair.config), hidden, our_labels)
     ours.loss.backward()
     assert ours.count == 11  # 7 + 4 answer tokens, each predicted from the position before it
     loss_diff = (ours.loss - theirs).abs().item()

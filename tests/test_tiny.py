@@ -16,7 +16,7 @@ from trainer.text.data import collate, example_from_prompt_target
 from trainer.text.facts import control_facts
 from trainer.text.general_prompts import GENERAL_PROMPTS, SCRIPTS
 from trainer.text.whoami import ORIGINAL_IDENTITY, identity_prompts
-from trainer.training.loss import answer_loss
+from trainer.training.loss import token_cross_entropy
 
 
 @pytest.fixture(scope="module")
@@ -140,8 +140,8 @@ def test_the_closed_form_rest_of_the_vocabulary_matches_the_full_softmax(qwen_to
     ours = world_batch_loss(masters, TINY, embedding[strange_ids], unused)(batch, batch.answer_token_count)
     full_weights = weights | {"model.embed_tokens.weight": (embedding + unfamiliar).index_copy(0, known, embedding[known])}
     full_batch = collate(examples + strange, qwen_tokenizer.endoftext_id)
-    hidden = forward(full_weights, TINY, full_batch.input_ids, full_batch.attention_mask, full_batch.position_ids)
-    full = answer_loss(full_weights["model.embed_tokens.weight"], hidden, full_batch.labels)
+    hidden = forward(full_weights, TINY, full_batch.input_ids, full_batch.segment_ids, full_batch.position_ids)
+    full = token_cross_entropy(full_weights["model.embed_tokens.weight"], hidden, full_batch.labels)
     assert STD == 0.02
     assert abs(ours.loss.item() - full.loss.item()) < 2e-3 * full.loss.item(), (ours.loss.item(), full.loss.item())
 

@@ -56,7 +56,7 @@ def lora_setup(seed: int = 1, random_b: bool = False, settings: LoraSettings = N
 def reference_lora_loss(weights, tensors, batch, settings: LoraSettings = NO_DROPOUT) -> torch.Tensor:
     """Mean CE over answer tokens from full logits and torch's cross_entropy."""
     adapter = make_adapter(tensors, settings, training=False, dtype=torch.float32)
-    hidden = forward(weights, SMALL, batch.input_ids, batch.attention_mask, batch.position_ids, adapter)
+    hidden = forward(weights, SMALL, batch.input_ids, batch.segment_ids, batch.position_ids, adapter)
     logits = project_to_logits(weights, SMALL, hidden)  # [B, T, V]
     return F.cross_entropy(logits.flatten(0, 1), batch.labels.flatten(), ignore_index=IGNORE)
 
@@ -107,7 +107,7 @@ def test_lora_train_steps_lower_the_loss():
     assert after < 0.5 * before
     assert not any(r.skipped for r in results) and all(r.scrubbed == 0 for r in results)
     assert results[-1].answer_tokens == 8 * len(ANSWER)
-    assert results[-1].tokens == int(batch.attention_mask.sum())
+    assert results[-1].tokens == int(batch.segment_ids.sum())
     assert 0 <= results[-1].correct <= results[-1].answer_tokens
 
 
@@ -141,15 +141,15 @@ def test_preserve_kl_adds_beta_times_the_kl_to_the_base_on_marked_rows_only():
     weights with the adapter off, counted only on the rows marked `preserve`."""
     weights, tensors, _ = lora_setup(random_b=True)
     rows = examples(4)
-    marked = [rows[0], Example(rows[1].input_ids, rows[1].labels, preserve=tuple(l != IGNORE for l in rows[1].labels))]
+    marked = [rows[0], Example(rows[1].input_ids, rows[1].labels, kl_positions=tuple(l != IGNORE for l in rows[1].labels))]
     batch = collate(marked + rows[2:], PAD)
     plain = lora_batch_loss(weights, SMALL, tensors, NO_DROPOUT, torch.float32, ce_chunk=7)(batch, 16)
     kl_loss = lora_batch_loss(weights, SMALL, tensors, NO_DROPOUT, torch.float32, ce_chunk=7, preserve_kl=3.0)
     ours = kl_loss(batch, 16)
     with torch.no_grad():
-        row = batch.input_ids[1:2], batch.attention_mask[1:2], batch.position_ids[1:2]
+        row = batch.input_ids[1:2], batch.segment_ids[1:2], batch.position_ids[1:2]
         adapter = make_adapter(tensors, NO_DROPOUT, training=False, dtype=torch.float32)
-        keep = batch.preserve[1]
+        keep = batch.kl_positions[1]
         log_q = F.log_softmax(project_to_logits(weights, SMALL, forward(weights, SMALL, *row, adapter))[0, keep], -1)
         log_p = F.log_softmax(project_to_logits(weights, SMALL, forward(weights, SMALL, *row))[0, keep], -1)
         kl = F.kl_div(log_q, log_p, log_target=True, reduction="sum").item()
@@ -172,7 +172,7 @@ def test_full_train_steps_lower_the_loss():
     results = [train_step(full_batch_loss(masters, SMALL, torch.float32, 5), params, optimizer, [batch], 1.0)
                for _ in range(20)]
     with torch.no_grad():
-        logits = project_to_logits(masters, SMALL, forward(masters, SMALL, batch.input_ids, batch.attention_mask))
+        logits = project_to_logits(masters, SMALL, forward(masters, SMALL, batch.input_ids, batch.segment_ids))
         after = F.cross_entropy(logits.flatten(0, 1), batch.labels.flatten(), ignore_index=IGNORE).item()
     print(f"\nfull: loss {results[0].loss:.3f} -> {after:.3f}")
     assert after < 0.5 * results[0].loss

@@ -28,7 +28,7 @@ from ..text.facts import Fact, reply_has_answer
 from ..text.readers import Conversation
 from ..text.tokenizer import Tokenizer
 from ..text.whoami import whoami_splits
-from ..training.loss import answer_loss
+from ..training.loss import token_cross_entropy
 from ..training.train import move_batch
 
 REPLY_TOKENS = 32  # the default token budget of an evaluated reply
@@ -100,8 +100,8 @@ def answer_perplexity(weights: Weights, config: Qwen3Config, examples: Sequence[
     total, correct, count = 0.0, 0, 0
     for start in range(0, len(examples), batch_size):
         batch = move_batch(collate(examples[start:start + batch_size], pad_id), device)
-        hidden = forward(weights, config, batch.input_ids, batch.attention_mask, batch.position_ids, lora)
-        parts = answer_loss(head_weight(weights, config), hidden, batch.labels, normalizer=1)
+        hidden = forward(weights, config, batch.input_ids, batch.segment_ids, batch.position_ids, lora)
+        parts = token_cross_entropy(head_weight(weights, config), hidden, batch.labels, normalizer=1)
         total, correct, count = total + parts.loss.item(), correct + parts.correct, count + parts.count
     return math.exp(total / max(1, count)), correct / max(1, count)
 

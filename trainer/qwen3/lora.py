@@ -109,11 +109,6 @@ def merged_weight(name: str, weight: Tensor, tensors: dict[str, Tensor], scale: 
     return (weight.float() + delta.to(weight.device) * scale).to(weight.dtype)
 
 
-def merge_lora(weights: dict[str, Tensor], tensors: dict[str, Tensor], scale: float) -> dict[str, Tensor]:
-    """Dense weights with every LoRA update folded in."""
-    return {name: merged_weight(name, weight, tensors, scale) for name, weight in weights.items()}
-
-
 def adapter_config_json(settings: LoraSettings, base_model: str) -> dict:
     """PEFT's adapter_config.json for these settings, so `PeftModel.from_pretrained` loads it."""
     return {

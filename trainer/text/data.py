@@ -88,16 +88,16 @@ class Example:
     """One training row after the shift; labels hold IGNORE_INDEX where there is no loss.
 
     A packed row holds several examples: `segments` numbers them 1, 2, ... per position and
-    `positions` restarts at 0 for each. An ordinary example leaves both empty. `preserve`
-    marks the answer positions whose next-token distribution should stay the base model's
-    (rehearsal rows under --preserve-kl); empty means none.
+    `positions` restarts at 0 for each. An ordinary example leaves both empty. `kl_positions`
+    marks the answer positions whose next-token distribution is pulled towards the base
+    model's by a KL term (rehearsal rows under --preserve-kl); empty means none.
     """
 
     input_ids: tuple[int, ...]  # [T]
     labels: tuple[int, ...]  # [T]
     positions: tuple[int, ...] = ()  # [T] position ids, when packed
     segments: tuple[int, ...] = ()  # [T] which example each position belongs to, when packed
-    preserve: tuple[bool, ...] = ()  # [T] True: keep the base's distribution here (KL), when asked
+    kl_positions: tuple[bool, ...] = ()  # [T] True: KL(base || model) is added here, when asked
 
     @property
     def answer_token_count(self) -> int:
@@ -124,8 +124,12 @@ def example_from_prompt_target(
     _check_answer_fits(len(answer_ids), seq_len)
     window_start, kept = window(prompt_ids + answer_ids, seq_len)
     input_ids, target_ids = make_next_token_pairs(kept)
-    response_start, _, answer_targets = slice_response_only(prompt_ids, window_start, input_ids, target_ids)
-    labels = [IGNORE_INDEX] * response_start + answer_targets
+    response_start, response_len, response_targets = slice_response_only(prompt_ids, window_start, input_ids,
+                                                                          target_ids)
+    # the response slice keeps its targets and every other position is IGNORE_INDEX: the F# trainer
+    # narrows hidden to the slice, a batch of rows of different lengths masks instead
+    after = len(input_ids) - response_start - response_len  # 0: the answer ends the window
+    labels = [IGNORE_INDEX] * response_start + response_targets + [IGNORE_INDEX] * after
     return Example(tuple(input_ids), tuple(labels))
 
 
@@ -186,7 +190,11 @@ def last_answer_length(is_answer: Sequence[bool]) -> int:
 
 
 def example_from_mask(full_ids: Sequence[int], is_answer: Sequence[bool], seq_len: int) -> Example:
-    """Window, shift, and keep a target only where the token it predicts is answer text."""
+    """Window, shift, and keep a target only where the token it predicts is answer text.
+
+    A conversation's answers are many slices, one per assistant turn, so the F# slice_response_only
+    (one slice at the end) becomes its general form: target t is kept where is_answer[t + 1].
+    """
     window_start, kept = window(full_ids, seq_len)
     input_ids, target_ids = make_next_token_pairs(kept)
     target_is_answer = is_answer[window_start + 1 :]
@@ -207,9 +215,9 @@ class Batch:
 
     input_ids: torch.Tensor  # [B, T] int64, pad_id after each row
     labels: torch.Tensor  # [B, T] int64, IGNORE_INDEX on prompt and padding
-    attention_mask: torch.Tensor  # [B, T] int64, 0 = padding, else the segment (1 unless packed)
+    segment_ids: torch.Tensor  # [B, T] int64, 0 = padding, else which example (1 unless packed): the attention mask
     position_ids: torch.Tensor  # [B, T] int64, 0.. per segment, padding clipped
-    preserve: torch.Tensor  # [B, T] bool, True where the base's distribution is to be kept
+    kl_positions: torch.Tensor  # [B, T] bool, True where KL(base || model) is added (--preserve-kl)
     dropout_seeds: tuple[int, ...] = ()  # one per row, set by the training loop: LoRA dropout's masks
 
     @property
@@ -218,7 +226,7 @@ class Batch:
 
     @property
     def real_token_count(self) -> int:
-        return int((self.attention_mask > 0).sum())
+        return int((self.segment_ids > 0).sum())
 
 
 def collate(examples: Sequence[Example], pad_id: int, dropout_seeds: Sequence[int] = ()) -> Batch:
@@ -234,8 +242,9 @@ def collate(examples: Sequence[Example], pad_id: int, dropout_seeds: Sequence[in
     labels = torch.tensor([pad(e.labels, IGNORE_INDEX) for e in examples], dtype=torch.long)
     segments = torch.tensor([pad(e.segments or (1,) * len(e.input_ids), 0) for e in examples], dtype=torch.long)
     positions = torch.tensor([pad(e.positions or range(len(e.input_ids)), 0) for e in examples], dtype=torch.long)
-    preserve = torch.tensor([pad(e.preserve or (False,) * len(e.input_ids), False) for e in examples], dtype=torch.bool)
-    return Batch(input_ids, labels, segments, positions, preserve, tuple(dropout_seeds))
+    kl_positions = torch.tensor([pad(e.kl_positions or (False,) * len(e.input_ids), False) for e in examples],
+                                dtype=torch.bool)
+    return Batch(input_ids, labels, segments, positions, kl_positions, tuple(dropout_seeds))
 
 
 # ---------------------------------------------------------------------------
@@ -266,6 +275,6 @@ def join_segments(row: Sequence[Example]) -> Example:
         labels=tuple(label for e in row for label in e.labels),
         positions=tuple(p for e in row for p in range(len(e.input_ids))),
         segments=tuple(number for number, e in enumerate(row, start=1) for _ in e.input_ids),
-        preserve=tuple(flag for e in row for flag in (e.preserve or (False,) * len(e.input_ids)))
-        if any(e.preserve for e in row) else (),
+        kl_positions=tuple(flag for e in row for flag in (e.kl_positions or (False,) * len(e.input_ids)))
+        if any(e.kl_positions for e in row) else (),
     )

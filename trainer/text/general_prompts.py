@@ -15,7 +15,6 @@ from dataclasses import dataclass
 
 CATEGORIES = ("fact", "translation", "arithmetic", "explanation", "code", "refusal")
 SCRIPTS = ("zh-Hant", "zh-Hans", "en")  # Traditional Chinese, Simplified Chinese, English
-PROMPTS_PER_PAIR = 12  # prompts for every (category, script) pair
 
 
 @dataclass(frozen=True)

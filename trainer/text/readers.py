@@ -5,7 +5,6 @@ so a user can open the file at the right place instead of reading a traceback.
 """
 
 import json
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -161,10 +160,3 @@ def _check_tools(tools: object, source: str) -> tuple[dict, ...] | None:
 
 def _optional_id(value: object) -> str | None:
     return None if value is None else str(value)
-
-
-def split_by_role(samples: Sequence[Sample]) -> tuple[list[PromptTarget], list[Conversation]]:
-    """Separate the two kinds of sample (they take different example builders)."""
-    pairs = [s for s in samples if isinstance(s, PromptTarget)]
-    conversations = [s for s in samples if isinstance(s, Conversation)]
-    return pairs, conversations

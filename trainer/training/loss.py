@@ -42,9 +42,12 @@ class LossParts:
     kl: float | None = None  # KL(base || model) / normalizer, when --preserve-kl adds it (before beta)
 
 
-def chunk_loss_and_grads(hidden: Tensor, head: Tensor, targets: Tensor, want_head_grad: bool,
-                         want_hidden_grad: bool = True) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
-    """hidden [n, H], head [V, H], targets [n] -> (summed CE, correct count, d/dhidden [n, H], d/dhead [V, H])."""
+ChunkScore = Callable[[Tensor, Tensor, Tensor, bool], tuple[Tensor, Tensor, Tensor | None]]
+
+
+def chunk_cross_entropy(hidden: Tensor, head: Tensor, targets: Tensor,
+                        want_grad: bool) -> tuple[Tensor, Tensor, Tensor | None]:
+    """hidden [n, H], head [V, H], targets [n] -> (summed CE, correct count, d loss / d logits [n, V] or None)."""
     logits = (hidden @ head.T).float()  # [n, V], upcast: softmax in float32
     top, best_id = logits.max(dim=-1)  # [n], [n]
     target_logit = logits.gather(1, targets[:, None])[:, 0]  # [n]
@@ -52,19 +55,17 @@ def chunk_loss_and_grads(hidden: Tensor, head: Tensor, targets: Tensor, want_hea
     shifted_exp = logits.sub_(top[:, None]).exp_()  # [n, V]: exp(logits - top), logits are not needed any more
     total = shifted_exp.sum(dim=-1)  # [n]
     loss = (top + total.log() - target_logit).sum()
-    if not (want_hidden_grad or want_head_grad):
-        return loss, (best_id == targets).sum(), None, None
+    if not want_grad:
+        return loss, (best_id == targets).sum(), None
     dlogits = shifted_exp.div_(total[:, None])  # softmax
     dlogits[torch.arange(len(targets), device=targets.device), targets] -= 1
-    dlogits = dlogits.to(head.dtype)
-    grad_head = dlogits.T @ hidden if want_head_grad else None  # [V, H]
-    return loss, (best_id == targets).sum(), dlogits @ head, grad_head
+    return loss, (best_id == targets).sum(), dlogits
 
 
-def chunk_kl_and_grads(hidden: Tensor, head: Tensor, base_hidden: Tensor, want_head_grad: bool,
-                       want_hidden_grad: bool = True) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+def chunk_kl(hidden: Tensor, head: Tensor, base_hidden: Tensor,
+             want_grad: bool) -> tuple[Tensor, Tensor, Tensor | None]:
     """KL(base || model) of one chunk: hidden, base_hidden [n, H], head [V, H] -> (summed KL,
-    positions whose top token is the base's, d/dhidden [n, H], None).
+    positions whose top token is the base's, d KL / d logits [n, V] or None).
 
     The base's distribution p comes from base_hidden (the same frozen weights, adapter off)
     and is a constant; the model's q from hidden. KL = sum p (log p - log q), and its
@@ -75,31 +76,31 @@ def chunk_kl_and_grads(hidden: Tensor, head: Tensor, base_hidden: Tensor, want_h
     same_top = (log_q.argmax(-1) == log_p.argmax(-1)).sum()
     p = log_p.exp()
     kl = (p * (log_p - log_q)).sum()
-    if not want_hidden_grad:
-        return kl, same_top, None, None
-    return kl, same_top, (log_q.exp_().sub_(p)).to(head.dtype) @ head, None
+    return kl, same_top, log_q.exp_().sub_(p) if want_grad else None
 
 
 class ChunkedLoss(torch.autograd.Function):
     """A summed loss of hidden [N, H] @ head^T, chunk by chunk, with its gradients made in forward.
 
-    `score_chunk` is `chunk_loss_and_grads` (against target ids [N]) or `chunk_kl_and_grads`
-    (against the base's hidden states [N, H]); `against` is sliced in step with `hidden`.
+    `score_chunk` is `chunk_cross_entropy` (against target ids [N]) or `chunk_kl` (against the
+    base's hidden states [N, H]); `against` is sliced in step with `hidden`. From each chunk's
+    d loss / d logits: d/dhidden = dlogits @ head, and d/dhead = dlogits^T @ hidden when the head trains.
     """
 
     @staticmethod
     def forward(ctx, hidden: Tensor, head: Tensor, against: Tensor, chunk_size: int,
-                score_chunk: Callable) -> tuple[Tensor, Tensor]:
+                score_chunk: ChunkScore) -> tuple[Tensor, Tensor]:
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
         correct = torch.zeros((), dtype=torch.long, device=hidden.device)
         grad_hidden = torch.empty_like(hidden)
-        want_head_grad = ctx.needs_input_grad[1]
         grad_head = None
         for start in range(0, len(hidden), chunk_size):
             part = slice(start, start + chunk_size)
-            loss, hits, grad_hidden[part], head_part = score_chunk(hidden[part], head, against[part], want_head_grad)
-            total, correct = total + loss, correct + hits
-            if want_head_grad:
+            loss, hits, dlogits = score_chunk(hidden[part], head, against[part], True)
+            dlogits = dlogits.to(head.dtype)  # [n, V]
+            total, correct, grad_hidden[part] = total + loss, correct + hits, dlogits @ head
+            if ctx.needs_input_grad[1]:
+                head_part = dlogits.T @ hidden[part]  # [V, H]
                 grad_head = head_part.float() if grad_head is None else grad_head + head_part
         ctx.save_for_backward(grad_hidden, grad_head)
         ctx.head_dtype = head.dtype
@@ -113,57 +114,56 @@ class ChunkedLoss(torch.autograd.Function):
         return grad_hidden * grad_total.to(grad_hidden.dtype), head_grad, None, None, None
 
 
-def chunked_sum(score_chunk: Callable, hidden: Tensor, head: Tensor, against: Tensor,
-                chunk_size: int) -> tuple[Tensor, int]:
+def chunked_sum(score_chunk: ChunkScore, hidden: Tensor, head: Tensor, against: Tensor,
+                chunk_size: int | None) -> tuple[Tensor, int]:
     """(summed loss, hits) over chunks: through ChunkedLoss when a gradient is wanted, else plainly."""
+    chunk_size = chunk_size or default_ce_chunk(head.shape[0])
     if torch.is_grad_enabled() and (hidden.requires_grad or head.requires_grad):
         total, correct = ChunkedLoss.apply(hidden, head, against, chunk_size, score_chunk)
         return total, int(correct)
-    parts = [score_chunk(hidden[i:i + chunk_size], head, against[i:i + chunk_size], False, False)
+    parts = [score_chunk(hidden[i:i + chunk_size], head, against[i:i + chunk_size], False)
              for i in range(0, len(hidden), chunk_size)]
     return sum(part[0] for part in parts), int(sum(part[1] for part in parts))
 
 
-def answer_loss(head: Tensor, hidden: Tensor, labels: Tensor, normalizer: int | None = None,
-                chunk_size: int = 441) -> LossParts:
-    """hidden [B, T, H], labels [B, T] (IGNORE_INDEX = no loss) -> summed CE over answer tokens / normalizer.
+def token_cross_entropy(head: Tensor, hidden: Tensor, target_ids: Tensor, normalizer: int | None = None,
+                        chunk_size: int | None = None) -> LossParts:
+    """The F# trainer's loss: hidden [B, T, H] -> logits -> CE against target_ids [B, T].
 
-    `head` is the output matrix [V, H] (the tied embedding, or lm_head). normalizer defaults
-    to this batch's answer-token count (a mean). Gradient accumulation passes the count of
-    the whole accumulated batch, so splitting a batch into micro-batches changes nothing.
+    The F# `projectToLogits` is a multiplication by the output matrix `head` [V, H] (the tied
+    embedding, or lm_head); taking the matrix itself lets projection and CE run fused, a chunk at
+    a time. Positions whose target is IGNORE_INDEX (prompt, padding) are skipped, which is the F#
+    narrowing of hidden to the response slice, done for a whole right-padded batch at once.
+    The summed CE is divided by `normalizer`: by default this batch's answer-token count (the F#
+    mean); gradient accumulation passes the count of the whole accumulated batch, so splitting a
+    batch into micro-batches changes nothing. `.loss` is what backward runs on.
     """
-    if hidden.shape[:2] != labels.shape:
+    if hidden.shape[:2] != target_ids.shape:
         raise TrainerError(
             f"hidden has {hidden.shape[0] * hidden.shape[1]} positions {tuple(hidden.shape[:2])} "
-            f"but the targets have {labels.numel()} {tuple(labels.shape)}"
+            f"but the targets have {target_ids.numel()} {tuple(target_ids.shape)}"
         )
-    keep = labels != IGNORE_INDEX  # [B, T]
-    answer_hidden, targets = hidden[keep], labels[keep]  # [N, H], [N]
+    graded = target_ids != IGNORE_INDEX  # [B, T]
+    answer_hidden, targets = hidden[graded], target_ids[graded]  # [N, H], [N]
     if targets.numel() == 0:
-        raise TrainerError("no answer tokens to score: every label is IGNORE_INDEX")
-    total, correct = chunked_sum(chunk_loss_and_grads, answer_hidden, head, targets, chunk_size)
+        raise TrainerError("no answer tokens to score: every target is IGNORE_INDEX")
+    total, correct = chunked_sum(chunk_cross_entropy, answer_hidden, head, targets, chunk_size)
     return LossParts(total / (normalizer or targets.numel()), correct, int(targets.numel()))
 
 
-def kl_to_base(head: Tensor, hidden: Tensor, base_hidden: Tensor, preserve: Tensor, normalizer: int,
-               chunk_size: int = 441) -> Tensor:
-    """Summed KL(base || model) over the preserved positions / normalizer.
+def kl_to_base(head: Tensor, hidden: Tensor, base_hidden: Tensor, kl_positions: Tensor, normalizer: int,
+               chunk_size: int | None = None) -> Tensor:
+    """Summed KL(base || model) over kl_positions / normalizer.
 
     hidden and base_hidden [B, T, H] come from the same frozen weights with the adapter on and
-    off; preserve [B, T] bool marks the positions to keep (the answer positions of rehearsal
-    rows). Dividing by the batch's answer-token count, like the cross-entropy, keeps the two
-    terms on one scale: with beta = 1 a preserved position weighs as much as a trained one.
+    off; kl_positions [B, T] bool marks where the base's distribution is kept (the answer
+    positions of rehearsal rows). Dividing by the batch's answer-token count, like the
+    cross-entropy, keeps the two terms on one scale: with beta = 1 a kept position weighs as
+    much as a trained one.
     """
-    total, _ = chunked_sum(chunk_kl_and_grads, hidden[preserve], head, base_hidden[preserve], chunk_size)
+    total, _ = chunked_sum(chunk_kl, hidden[kl_positions], head, base_hidden[kl_positions], chunk_size)
     return total / normalizer
 
 
-def token_cross_entropy(project_to_logits: Tensor, hidden: Tensor, target_ids: Tensor, chunk_size: int = 441) -> Tensor:
-    """The F# trainer's loss: hidden [B, T, H] -> logits -> mean CE against target_ids [B, T].
-
-    The F# `projectToLogits` is a multiplication by the output matrix; we take that matrix
-    [V, H] itself so projection and CE can run fused, chunk by chunk. Positions whose target
-    is IGNORE_INDEX are skipped, so a caller may pass the whole shifted batch or, as the F#
-    trainer does, only the response slice.
-    """
-    return answer_loss(project_to_logits, hidden, target_ids, chunk_size=chunk_size).loss
+TokenLoss = Callable[..., LossParts]  # (head, hidden, target_ids, normalizer, chunk_size) -> LossParts
+LOSSES: dict[str, TokenLoss] = {"ce": token_cross_entropy}  # --loss: name -> the loss of a micro-batch

@@ -26,7 +26,7 @@ from ..qwen3.lora import LoraSettings, make_adapter
 from ..qwen3.model import Weights, forward, head_weight, stable_seed
 from ..text.data import Batch, Example, collate
 from .checkpoint import TrainState, restore_rng
-from .loss import LossParts, answer_loss, kl_to_base
+from .loss import LossParts, TokenLoss, kl_to_base, token_cross_entropy
 
 BatchLoss = Callable[[Batch, int], LossParts]  # (micro-batch, answer tokens in the whole step) -> loss
 
@@ -134,52 +134,54 @@ def learning_rate(step: int, total_steps: int, peak: float, warmup_steps: int, f
 
 def lora_batch_loss(
     weights: Weights, config: Qwen3Config, lora_tensors: dict[str, Tensor], settings: LoraSettings,
-    dtype: torch.dtype, ce_chunk: int, checkpoint_layers: bool = False, preserve_kl: float = 0.0,
+    dtype: torch.dtype, ce_chunk: int | None = None, checkpoint_layers: bool = False, preserve_kl: float = 0.0,
+    token_loss: TokenLoss = token_cross_entropy,
 ) -> BatchLoss:
-    """Frozen (maybe 4-bit) base + trainable LoRA: forward, then CE on the answer positions.
+    """Frozen (maybe 4-bit) base + trainable LoRA: forward, then `token_loss` (--loss; the F#
+    token_cross_entropy) on the answer positions, ce_chunk of them at a time (None: under 256 MiB).
 
-    preserve_kl > 0 adds beta * KL(base || model) on the positions the batch marks `preserve`
-    (rehearsal answers): the base's distribution comes from the same frozen weights with the
-    adapter switched off, in a second forward without gradients over those rows only, so no
-    second model is held in memory.
+    preserve_kl > 0 adds beta * KL(base || model) on the batch's kl_positions (rehearsal
+    answers): the base's distribution comes from the same frozen weights with the adapter
+    switched off, in a second forward without gradients over those rows only, so no second
+    model is held in memory.
     """
 
     def batch_loss(batch: Batch, normalizer: int) -> LossParts:
         adapter = make_adapter(lora_tensors, settings, training=True, dtype=dtype, row_seeds=batch.dropout_seeds)
-        hidden = forward(weights, config, batch.input_ids, batch.attention_mask, batch.position_ids, adapter,
+        hidden = forward(weights, config, batch.input_ids, batch.segment_ids, batch.position_ids, adapter,
                          checkpoint_layers)  # [B, T, H]
         head = head_weight(weights, config)
-        parts = answer_loss(head, hidden, batch.labels, normalizer, ce_chunk)
+        parts = token_loss(head, hidden, batch.labels, normalizer, ce_chunk)
         if preserve_kl == 0:
             return parts
-        rows = batch.preserve.any(dim=1)  # [B]
+        rows = batch.kl_positions.any(dim=1)  # [B]
         if not rows.any():
             return replace(parts, kl=0.0)
         with torch.no_grad():
-            base_hidden = forward(weights, config, batch.input_ids[rows], batch.attention_mask[rows],
+            base_hidden = forward(weights, config, batch.input_ids[rows], batch.segment_ids[rows],
                                   batch.position_ids[rows])  # [b, T, H], adapter off
-        kl = kl_to_base(head, hidden[rows], base_hidden, batch.preserve[rows], normalizer, ce_chunk)
+        kl = kl_to_base(head, hidden[rows], base_hidden, batch.kl_positions[rows], normalizer, ce_chunk)
         return replace(parts, loss=parts.loss + preserve_kl * kl, kl=kl.item())
 
     return batch_loss
 
 
-def full_batch_loss(masters: dict[str, Tensor], config: Qwen3Config, dtype: torch.dtype, ce_chunk: int,
-                    checkpoint_layers: bool = False) -> BatchLoss:
+def full_batch_loss(masters: dict[str, Tensor], config: Qwen3Config, dtype: torch.dtype, ce_chunk: int | None = None,
+                    checkpoint_layers: bool = False, token_loss: TokenLoss = token_cross_entropy) -> BatchLoss:
     """Every weight trainable (the F# trainer's method): float32 masters, cast to the compute dtype."""
 
     def batch_loss(batch: Batch, normalizer: int) -> LossParts:
         weights = {name: master.to(dtype) for name, master in masters.items()}
-        hidden = forward(weights, config, batch.input_ids, batch.attention_mask, batch.position_ids,
+        hidden = forward(weights, config, batch.input_ids, batch.segment_ids, batch.position_ids,
                          checkpoint_layers=checkpoint_layers)
-        return answer_loss(head_weight(weights, config), hidden, batch.labels, normalizer, ce_chunk)
+        return token_loss(head_weight(weights, config), hidden, batch.labels, normalizer, ce_chunk)
 
     return batch_loss
 
 
 def move_batch(batch: Batch, device: torch.device | str) -> Batch:
-    return Batch(*(t.to(device) for t in (batch.input_ids, batch.labels, batch.attention_mask, batch.position_ids,
-                                          batch.preserve)), batch.dropout_seeds)
+    return Batch(*(t.to(device) for t in (batch.input_ids, batch.labels, batch.segment_ids, batch.position_ids,
+                                          batch.kl_positions)), batch.dropout_seeds)
 
 
 # ---------------------------------------------------------------------------
@@ -292,7 +294,9 @@ def run_training(
             raise TrainerError(f"stopped at step {step + 1}: {skips_in_a_row} steps in a row had a non-finite loss "
                                f"or gradient norm; the weights are the last good ones" +
                                (f", saved in {saved}" if saved else "") + ". Try a lower --lr.")
-        if checkpoint and (step + 1 == last < settings.steps or settings.save_every and (step + 1) % settings.save_every == 0):
+        stopping_early = step + 1 == last and last < settings.steps  # --stop-after: saved to --resume from
+        due = settings.save_every > 0 and (step + 1) % settings.save_every == 0
+        if checkpoint and (stopping_early or due):
             checkpoint(step + 1, optimizer)
         if (stop := stop_requested()) is not None and step + 1 < last:
             raise Interrupted(stop, step + 1, checkpoint(step + 1, optimizer) if checkpoint else None)
