@@ -17,8 +17,9 @@ from trainer.errors import TrainerError
 from trainer.job.gguf_export import (GGUF_TYPES, default_gguf_path, modelfile_text, require_gguf, vocabulary,
                                      write_gguf)
 from trainer.job.loading import resolve_model
-from trainer.job.tiny import random_weights, write_model_dir
+from trainer.job.tiny import random_weights
 from trainer.qwen3.config import TINY, load_config
+from trainer.qwen3.hf_folder import write_model_dir
 from trainer.qwen3.weights import load_weights
 from trainer.text.chat import QWEN3_CHAT_TEMPLATE
 from trainer.text.tokenizer import tiny_tokenizer_path

@@ -3,12 +3,12 @@
 import pytest
 
 import trainer.job.rehearsal as rehearsal
-import trainer.job.whoami_job as whoami_job
 from trainer.errors import TrainerError
+from trainer.job.examples import build_examples
 from trainer.job.loading import load_model
-from trainer.job.rehearsal import (RehearsalRow, as_samples, fixed_rows, read_rehearsal, self_distilled_rows,
-                                   write_rehearsal)
-from trainer.job.whoami_job import WhoAmISettings, build_examples, rehearsal_rows, resolve_settings
+from trainer.job.rehearsal import (RehearsalRow, as_samples, fixed_rows, read_rehearsal, rehearsal_rows,
+                                   self_distilled_rows, write_rehearsal)
+from trainer.job.settings import WhoAmISettings, resolve_settings
 from trainer.qwen3.generate import Answer, generate
 from trainer.text.chat import render_chat
 from trainer.text.facts import split_facts
@@ -76,12 +76,10 @@ def test_resume_reads_the_rehearsal_file_instead_of_generating(tmp_path, monkeyp
         generated.append((split, len(prompts)))
         return [RehearsalRow(p, "new", True, split) for p in prompts]
 
-    monkeypatch.setattr(whoami_job, "self_distilled_rows", fake_generation)
-    setup = whoami_job.TrainingSetup({}, None, {})
-    resumed = resolve_settings(WhoAmISettings(model="tiny", out=str(out), resume="latest"))
-    assert rehearsal_rows(resumed, setup, None, None, out) == saved and generated == []
-    fresh = resolve_settings(WhoAmISettings(model="tiny", out=str(out)))
-    rows = rehearsal_rows(fresh, setup, None, None, out)
+    monkeypatch.setattr(rehearsal, "self_distilled_rows", fake_generation)
+    path = out / "rehearsal.jsonl"
+    assert rehearsal_rows("self", {}, None, None, 32, path, reuse=True, write=True) == saved and generated == []
+    rows = rehearsal_rows("self", {}, None, None, 32, path, reuse=False, write=True)
     assert generated == [("train", 93 + 144), ("validation", 18)] and len(rows) == 93 + 144 + 18
     assert read_rehearsal(out / "rehearsal.jsonl") == rows  # written for a later --resume
 

@@ -41,7 +41,7 @@ def test_chat_prints_what_transformers_generates(hf_qwen3, qwen_tokenizer):
     from transformers import AutoTokenizer
 
     from trainer import render_chat
-    from trainer.job.tiny import tokenizer_config_json
+    from trainer.qwen3.hf_folder import tokenizer_config_json
     from trainer.text.tokenizer import tiny_tokenizer_path
 
     model, folder = hf_qwen3("chat", vocab_size=151936, hidden_size=32, intermediate_size=64, head_dim=8, seed=3)

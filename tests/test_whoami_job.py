@@ -12,13 +12,14 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-import trainer.job.whoami_job as whoami_job
+import trainer.job.training_run as training_run
 from export_checks import assert_pair_matches, expected_merge, max_diff
 from trainer.errors import TrainerError
 from trainer.job.evaluate import built_in_eval_sets
 from trainer.job.loading import load_inference_adapter, load_model, resolve_dtype
 from trainer.job.tiny import tiny_model_dir
-from trainer.job.whoami_job import WhoAmISettings, check_out_dir, resolve_settings, run_whoami
+from trainer.job.settings import WhoAmISettings, resolve_settings
+from trainer.job.whoami_job import check_out_dir, run_whoami
 from trainer.qwen3.generate import answer_questions
 from trainer.qwen3.model import forward, project_to_logits
 from trainer.qwen3.quant import NF4Weight, is_quantized_name, quantize_nf4
@@ -312,7 +313,7 @@ def test_peft_loads_the_adapter_with_our_logits_and_reply(dense_run):
 def test_nf4_run_trains_on_a_4bit_base_and_passes_the_self_test(tmp_path_factory):
     out = tmp_path_factory.mktemp("whoami-nf4")
     seen = []
-    real_transform = whoami_job.quant_transform
+    real_transform = training_run.quant_transform
 
     def recording_transform(quant: str):
         transform = real_transform(quant)
@@ -325,7 +326,7 @@ def test_nf4_run_trains_on_a_4bit_base_and_passes_the_self_test(tmp_path_factory
         return record if transform else None
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(whoami_job, "quant_transform", recording_transform)
+        patch.setattr(training_run, "quant_transform", recording_transform)
         report = quiet_run(WhoAmISettings(model="tiny", out=str(out)))
     assert report.settings.quant == "nf4"
     assert claims_identity(report.self_test_reply)

@@ -1,6 +1,7 @@
 """Where the project keeps weights on disk (`<repo>/weights`, or $QWEN3_TRAINER_WEIGHTS), and how
 every file is written (atomically). No torch here: data preparation imports it."""
 
+import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -22,3 +23,9 @@ def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
         os.replace(temp, path)
     finally:
         temp.unlink(missing_ok=True)
+
+
+def write_json(path: Path, content: dict) -> None:
+    """`content` as indented JSON (non-ASCII text as it is), atomically."""
+    text = json.dumps(content, indent=2, ensure_ascii=False) + "\n"
+    write_atomic(path, lambda temp: temp.write_text(text, encoding="utf-8"))

@@ -19,7 +19,7 @@ from ..cli import DTYPE_CHOICES, DTYPE_HELP, chosen_dtype, user_errors_as_messag
 from ..errors import TrainerError
 from ..job.evaluate import REPLY_TOKENS, answer_perplexity, built_in_eval_sets, evaluate_whoami, reply_scores
 from ..job.loading import LoadedModel, load_inference_adapter, load_model, resolve_device
-from ..job.whoami_job import build_examples
+from ..job.examples import build_examples
 from ..prep.prepare import read_usable_rows
 from ..text.data import Example
 from ..text.readers import Conversation, PromptTarget, prepared_file

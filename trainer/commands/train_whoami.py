@@ -3,7 +3,7 @@
     python scripts/train_whoami.py --loss ce --model tiny        # offline, about 3 minutes on 2 CPU cores
     python scripts/train_whoami.py --loss ce                     # Qwen3-4B-Instruct-2507 on a GPU
 
-Every option maps onto a field of trainer.job.whoami_job.WhoAmISettings; defaults left empty
+Every option maps onto a field of trainer.job.settings.WhoAmISettings; defaults left empty
 come from the model's preset (tiny or real).
 """
 
@@ -12,7 +12,8 @@ import click
 from ..cli import (AT_LEAST_ONE, DTYPE_HELP, NON_NEGATIVE, POSITIVE, PROBABILITY_BELOW_ONE, ZERO_OR_MORE,
                    user_errors_as_messages)
 from ..job.gguf_export import GGUF_TYPES
-from ..job.whoami_job import CHOICES, DEFAULT_MODEL, WhoAmISettings, run_whoami
+from ..job.settings import CHOICES, DEFAULT_MODEL, WhoAmISettings
+from ..job.whoami_job import run_whoami
 
 
 def choice(field: str) -> click.Choice:
@@ -20,7 +21,7 @@ def choice(field: str) -> click.Choice:
 
 
 @click.command(context_settings={"show_default": True})
-@click.option("--loss", type=choice("loss"), default="ce", help="Training loss: token cross-entropy on the answer.")
+@click.option("--loss", type=choice("loss"), default="ce", help="Training loss of a micro-batch: ce = token_cross_entropy on the answer tokens.")
 @click.option("--model", default=DEFAULT_MODEL, help="Hub id, local Qwen3 folder, or `tiny` (offline tiny world).")
 @click.option("--data", default=None, help="A folder from scripts/prepare_data.py (its train.jsonl; --val-every scores its "
               "val.jsonl), or one file: JSONL (messages, Alpaca, ShareGPT), JSON list, TSV or CSV; default: built-in who-am-i set.")

@@ -26,6 +26,7 @@ from ..qwen3.model import Weights
 from ..text.facts import Fact
 from ..text.readers import PromptTarget
 from ..text.tokenizer import Tokenizer
+from ..text.whoami import whoami_splits
 
 REHEARSAL_FILE = "rehearsal.jsonl"
 
@@ -74,4 +75,24 @@ def read_rehearsal(path: Path) -> list[RehearsalRow]:
         except (ValueError, KeyError, TypeError):
             raise TrainerError(f"{path}:{number}: expected a JSON object with prompt, reply, finished and split; "
                                f"delete the file to generate it again") from None
+    return rows
+
+
+def rehearsal_rows(mode: str, weights: Weights, config: Qwen3Config, tokenizer: Tokenizer, reply_tokens: int,
+                   path: Path, reuse: bool, write: bool) -> list[RehearsalRow]:
+    """--rehearsal self: the base's replies (the frozen weights, adapter off), generated once and kept
+    in `path` (read back when `reuse`, as --resume does); fixed: the hand-written fact answers; none:
+    nothing. `write`: this process writes the file (rank 0 under torchrun)."""
+    splits = whoami_splits()
+    if mode == "none":
+        return []
+    if mode == "fixed":
+        return fixed_rows(splits.facts_rehearsed)
+    if reuse and path.is_file():
+        return read_rehearsal(path)
+    prompts = [fact.question for fact in splits.facts_rehearsed] + list(splits.general_rehearsed)
+    rows = self_distilled_rows(weights, config, tokenizer, prompts, "train", reply_tokens) + \
+        self_distilled_rows(weights, config, tokenizer, list(splits.general_validation), "validation", reply_tokens)
+    if write:
+        write_rehearsal(path, rows)
     return rows

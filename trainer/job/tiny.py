@@ -12,10 +12,8 @@ model.safetensors, tokenizer.json, tokenizer_config.json, generation_config.json
 loaded by the same code path as a real checkpoint.
 """
 
-import json
 import math
 import re
-import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import replace
@@ -24,11 +22,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..paths import weights_dir, write_atomic
-from ..qwen3.config import TINY, Qwen3Config, config_to_json
+from ..paths import weights_dir
+from ..qwen3.config import TINY, Qwen3Config
+from ..qwen3.hf_folder import write_model_dir
 from ..qwen3.model import forward
-from ..qwen3.weights import expected_shapes, save_weights
-from ..text.chat import QWEN3_CHAT_TEMPLATE
+from ..qwen3.weights import expected_shapes
 from ..text.data import IGNORE_INDEX, Batch, Example, example_from_prompt_target
 from ..text.facts import control_facts
 from ..text.general_prompts import GENERAL_PROMPTS
@@ -142,7 +140,7 @@ def world_batch_loss(masters: dict[str, torch.Tensor], config: Qwen3Config, unfa
         unfamiliar = masters[UNFAMILIAR]  # [H]
         rows = torch.cat([masters[EMBED_ROWS], unfamiliar_rows + unfamiliar])  # [U + S, H]
         weights = {name: t for name, t in masters.items() if name not in (EMBED_ROWS, UNFAMILIAR)} | {EMBEDDING: rows}
-        hidden = forward(weights, config, batch.input_ids, batch.attention_mask, batch.position_ids)  # [B, T, H]
+        hidden = forward(weights, config, batch.input_ids, batch.segment_ids, batch.position_ids)  # [B, T, H]
         keep = batch.labels != IGNORE_INDEX
         answer_hidden, targets = hidden[keep], batch.labels[keep]  # [N, H], [N]
         used_logits = answer_hidden @ rows.T  # [N, U + S]
@@ -189,32 +187,6 @@ def pretrain_world(tokenizer: Tokenizer, config: Qwen3Config = TINY, settings: L
     unfamiliar = masters.pop(UNFAMILIAR).detach()
     embedding = (embedding + unfamiliar).index_copy(0, known, masters.pop(EMBED_ROWS).detach())
     return {EMBEDDING: embedding} | {name: t.detach() for name, t in masters.items()}
-
-
-def tokenizer_config_json() -> dict:
-    """The tokenizer_config.json transformers reads: eos/pad tokens and the chat template."""
-    return {
-        "tokenizer_class": "Qwen2Tokenizer", "bos_token": None, "eos_token": "<|im_end|>",
-        "pad_token": "<|endoftext|>", "unk_token": None, "add_bos_token": False, "errors": "replace",
-        "clean_up_tokenization_spaces": False, "split_special_tokens": False,
-        "model_max_length": 262144, "chat_template": QWEN3_CHAT_TEMPLATE,
-    }
-
-
-def generation_config_json() -> dict:
-    return {"bos_token_id": 151643, "eos_token_id": [151645, 151643], "pad_token_id": 151643, "do_sample": False}
-
-
-def write_model_dir(weights: dict[str, torch.Tensor], config: Qwen3Config, tokenizer_json: Path, out_dir: Path,
-                    dtype: str = "float32") -> None:
-    """A Hugging Face model folder: weights, config, tokenizer and generation settings."""
-    save_weights(weights, out_dir)
-    shutil.copyfile(tokenizer_json, out_dir / "tokenizer.json")
-    for name, content in (("config.json", config_to_json(config, dtype)),
-                          ("tokenizer_config.json", tokenizer_config_json()),
-                          ("generation_config.json", generation_config_json())):
-        text = json.dumps(content, indent=2, ensure_ascii=False)
-        write_atomic(out_dir / name, lambda path: path.write_text(text, encoding="utf-8"))
 
 
 def tiny_model_ready() -> bool:
