@@ -15,8 +15,8 @@ from trainer.qwen3.model import forward, project_to_logits
 from trainer.text.data import Example, collate
 from trainer.training import train
 from trainer.training.loss import LossParts
-from trainer.training.train import (LoopSettings, full_batch_loss, learning_rate, lora_batch_loss, run_training,
-                                    scrub_non_finite_grads, step_batches, step_indices, train_step)
+from trainer.training.train import (LoopSettings, checkpoint_due, full_batch_loss, learning_rate, lora_batch_loss,
+                                    run_training, scrub_non_finite_grads, step_batches, step_indices, train_step)
 
 IGNORE = -100
 PAD = 0
@@ -374,6 +374,16 @@ def test_training_keeps_no_copy_of_the_adapters_inputs(monkeypatch):
 # ---------------------------------------------------------------------------
 # Schedule and data order
 # ---------------------------------------------------------------------------
+
+
+def test_checkpoint_due_every_save_every_steps_and_where_stop_after_ends_the_run():
+    loop = LoopSettings(steps=10, batch_size=1, grad_accum=1, lr=1e-3, warmup_steps=0, grad_clip=1.0,
+                        weight_decay=0.0, seed=0, pad_id=PAD, save_every=4)
+    assert [n for n in range(1, 11) if checkpoint_due(n, 10, loop)] == [4, 8]
+    assert [n for n in range(1, 7) if checkpoint_due(n, 6, loop)] == [4, 6]  # --stop-after 6: saved to resume from
+    never = LoopSettings(**{**loop.__dict__, "save_every": 0})
+    assert [n for n in range(1, 11) if checkpoint_due(n, 10, never)] == []
+    assert [n for n in range(1, 11) if checkpoint_due(n, 3, never)] == [3]
 
 
 def test_learning_rate_warmup_peak_and_floor():

@@ -294,15 +294,20 @@ def run_training(
             raise TrainerError(f"stopped at step {step + 1}: {skips_in_a_row} steps in a row had a non-finite loss "
                                f"or gradient norm; the weights are the last good ones" +
                                (f", saved in {saved}" if saved else "") + ". Try a lower --lr.")
-        stopping_early = step + 1 == last and last < settings.steps  # --stop-after: saved to --resume from
-        due = settings.save_every > 0 and (step + 1) % settings.save_every == 0
-        if checkpoint and (stopping_early or due):
+        if checkpoint and checkpoint_due(step + 1, last, settings):
             checkpoint(step + 1, optimizer)
         if (stop := stop_requested()) is not None and step + 1 < last:
             raise Interrupted(stop, step + 1, checkpoint(step + 1, optimizer) if checkpoint else None)
         if settings.stop_when_learned and scores.get("learned"):
             break
     return results
+
+
+def checkpoint_due(finished: int, last: int, settings: LoopSettings) -> bool:
+    """Save after `finished` steps: every --save-every steps, and where --stop-after ends this run
+    before --steps (the checkpoint to --resume from)."""
+    stopping_early = finished == last and last < settings.steps
+    return stopping_early or (settings.save_every > 0 and finished % settings.save_every == 0)
 
 
 def restore(params: dict[str, Tensor], optimizer: torch.optim.Optimizer, state: TrainState) -> None:
