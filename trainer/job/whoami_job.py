@@ -111,7 +111,8 @@ def run_whoami(settings: WhoAmISettings, echo: Callable[[str], None] = print, pr
         write_json(out / "train_config.json", asdict(settings))
     rehearsal = rehearsal_rows(settings.rehearsal, setup.weights, config, tokenizer, settings.reply_tokens,
                                out / REHEARSAL_FILE, reuse=settings.resume is not None, write=main)
-    rows, rehearsed, skipped = with_rehearsal(examples, skipped, rehearsal, tokenizer, settings)
+    rows, rehearsed, skipped = with_rehearsal(examples, skipped, rehearsal, tokenizer, settings.seq_len,
+                                              kl=settings.preserve_kl > 0, pack=settings.pack)
     echo(plan_line(settings, model_dir, len(rows), skipped, rehearsed))
     validate = validation(settings.val_every, setup, config, tokenizer, rehearsal, prepared, settings.seq_len,
                           settings.reply_tokens)
@@ -132,15 +133,13 @@ def run_whoami(settings: WhoAmISettings, echo: Callable[[str], None] = print, pr
 
 
 def with_rehearsal(examples: list[Example], skipped: int, rehearsal: Sequence[RehearsalRow], tokenizer: Tokenizer,
-                   settings: WhoAmISettings) -> tuple[list[Example], int, int]:
+                   seq_len: int, kl: bool, pack: bool) -> tuple[list[Example], int, int]:
     """(training rows, rehearsal rows used, skipped examples): the examples plus each rehearsal row
-    REHEARSAL_REPEATS times (marked for the KL term under --preserve-kl), packed under --pack."""
-    rehearsed, rehearsal_skipped = build_examples(as_samples(rehearsal), tokenizer, settings.seq_len) \
-        if rehearsal else ([], 0)
-    rehearsed = [mark_kl_positions(e) for e in rehearsed] if settings.preserve_kl else rehearsed
+    REHEARSAL_REPEATS times (marked for the KL term when `kl`), packed into rows of seq_len when `pack`."""
+    rehearsed, rehearsal_skipped = build_examples(as_samples(rehearsal), tokenizer, seq_len) if rehearsal else ([], 0)
+    rehearsed = [mark_kl_positions(e) for e in rehearsed] if kl else rehearsed
     rows = examples + rehearsed * REHEARSAL_REPEATS
-    return (pack_examples(rows, settings.seq_len) if settings.pack else rows), len(rehearsed), \
-        skipped + rehearsal_skipped
+    return (pack_examples(rows, seq_len) if pack else rows), len(rehearsed), skipped + rehearsal_skipped
 
 
 def plan_line(settings: WhoAmISettings, model_dir: Path, rows: int, skipped: int, rehearsed: int) -> str:
