@@ -27,13 +27,21 @@ def user_errors_as_messages(command: F) -> F:
         except TrainerError as error:
             raise click.ClickException(str(error)) from None
         except Interrupted as stop:
+            ignore_further_ctrl_c()
             click.echo(str(stop), err=True)
             raise SystemExit(128 + stop.signal) from None
         except KeyboardInterrupt:
+            ignore_further_ctrl_c()
             click.echo("interrupted: stopped at once (the newest complete checkpoint, if any, is unchanged)", err=True)
             raise SystemExit(128 + signal.SIGINT) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def ignore_further_ctrl_c() -> None:
+    """The command is stopping already: a Ctrl-C pressed while Python shuts down (its exit handlers
+    run after ours) would only print a traceback, so it is ignored from here on."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 DTYPE_CHOICES = ("auto", "float32", "bfloat16")
