@@ -19,7 +19,8 @@ def canned(monkeypatch):
     """Make generation return fixed replies: evaluate_whoami(..., canned(replies))."""
 
     def use(replies: dict[str, str]):
-        def answer_questions(weights, config, tokenizer, questions, max_new_tokens, lora=None, batch_size=32):
+        def answer_questions(weights, config, tokenizer, questions, max_new_tokens, lora=None, batch_size=32,
+                             progress=None):
             assert len(questions) == len(set(questions))  # each question is generated once
             return [Answer(replies[q], True) for q in questions]
 

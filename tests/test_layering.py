@@ -7,7 +7,7 @@ from trainer import PUBLIC
 
 PACKAGE = Path(__file__).resolve().parent.parent / "trainer"
 FLOORS = {
-    "trainer.errors": 0, "trainer.paths": 0, "trainer.interrupts": 0,  # plumbing every floor uses
+    "trainer.errors": 0, "trainer.paths": 0, "trainer.interrupts": 0, "trainer.progress": 0,  # plumbing every floor uses
     "trainer.text": 1,  # text -> examples -> batches
     "trainer.prep": 2, "trainer.qwen3": 2,  # your own data (no torch); the model
     "trainer.training": 3,

@@ -98,8 +98,14 @@ def test_train_whoami_tiny_end_to_end(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert "self-test: 你是誰 -> 我是 F# 之神" in result.stdout
     assert "identity hit rate (held-out wordings)" in result.stdout
+    lines = result.stdout.splitlines()  # not a terminal: one line as each stage starts, the stage table at the end
+    for stage in ("load (46 tensors)", "base answers (205 prompts)", "rehearsal (255 prompts)", "training (100 steps)",
+                  "validation (98 rows)", "export (46 tensors)", "check merged/ (46 tensors)", "after answers (205 prompts)",
+                  "self-test (20 prompts)", "load merged/ (46 tensors)", "merged/ answers (1 prompt)"):
+        assert f"{stage} ..." in lines, stage
+    assert lines[-1].startswith("whole job") and lines[-14].split() == ["stage", "done", "time", "peak", "RSS"]
     for name in ("train_config.json", "metrics.jsonl", "eval.json", "adapter/adapter_model.safetensors",
-                 "merged/model.safetensors", "loss.png"):
+                 "merged/model.safetensors", "loss.png", "timings.json"):
         assert (tmp_path / "out" / name).is_file(), name
     assert (tmp_path / "out" / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -5,6 +5,7 @@ import math
 import shutil
 import subprocess
 import sys
+import weakref
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
+import trainer.job.loading as loading
 import trainer.job.training_run as training_run
 from export_checks import assert_pair_matches, expected_merge, max_diff
 from trainer.errors import TrainerError
@@ -170,6 +172,26 @@ def test_the_default_run_writes_rehearsal_validation_and_the_new_table(default_r
 
 
 @pytest.mark.slow
+def test_the_default_run_times_every_stage_and_asks_merged_itself(default_run):
+    """OUT/timings.json: every stage in order, what it worked through, its time and peak; merged/ is
+    small enough on the tiny world that --check-merged auto asks it 你是誰 at the end."""
+    report, out = default_run
+    timings = json.loads((out / "timings.json").read_text(encoding="utf-8"))
+    stages = {row["stage"]: row for row in timings["stages"]}
+    assert list(stages) == ["examples", "load", "base answers", "rehearsal", "validation", "training", "export",
+                            "check merged/", "after answers", "self-test", "load merged/", "merged/ answers"]
+    assert stages["load"]["count"] == stages["export"]["count"] == stages["load merged/"]["count"] == 1 + 4 * 11 + 1
+    assert stages["rehearsal"]["count"] == 93 + 144 + 18 and stages["base answers"]["count"] == 120 + 31 + 54
+    assert stages["validation"]["runs"] == report.learned_at // 10 and stages["training"]["count"] == report.learned_at
+    assert stages["self-test"]["count"] == 2 * 10  # 你是誰 and 9 held-out prompts, trained and reloaded adapter
+    assert all(row["seconds"] > 0 and row["peak_rss_gb"] > 0 and row["peak_cuda_gb"] is None for row in stages.values())
+    assert stages["training"]["seconds"] > stages["validation"]["seconds"]  # validation runs inside training
+    job = timings["job"]
+    assert job["ended"] == "finished" and job["peak_rss_gb"] >= max(row["peak_rss_gb"] for row in stages.values())
+    assert claims_identity(report.merged_reply)
+
+
+@pytest.mark.slow
 def test_the_merged_export_is_the_original_weights_plus_the_adapter_not_the_4bit_ones(default_run):
     """README: merged/ is the adapter merged into the ORIGINAL weights re-read from disk, never into
     the 4-bit ones the run trained on. Every tensor is recomputed here from the tiny model's file and
@@ -311,9 +333,22 @@ def test_peft_loads_the_adapter_with_our_logits_and_reply(dense_run):
 
 @pytest.mark.slow
 def test_nf4_run_trains_on_a_4bit_base_and_passes_the_self_test(tmp_path_factory):
+    """The 4-bit base is the only copy of the model until training is over: every weight load of the
+    run is counted, and merged/ (dense) is loaded once, after the training weights are freed."""
     out = tmp_path_factory.mktemp("whoami-nf4")
-    seen = []
-    real_transform = training_run.quant_transform
+    seen, loads, training_weights = [], [], []
+    real_transform, real_training_load, real_load = training_run.quant_transform, training_run.load_weights, \
+        loading.load_weights
+
+    def training_load(*args, **kwargs):
+        weights = real_training_load(*args, **kwargs)
+        training_weights.append(weakref.ref(weights["model.embed_tokens.weight"]))
+        loads.append(("training", kwargs.get("transform") is not None))
+        return weights
+
+    def other_load(folder, *args, **kwargs):
+        loads.append((Path(folder).name, all(alive() is None for alive in training_weights)))
+        return real_load(folder, *args, **kwargs)
 
     def recording_transform(quant: str):
         transform = real_transform(quant)
@@ -327,7 +362,10 @@ def test_nf4_run_trains_on_a_4bit_base_and_passes_the_self_test(tmp_path_factory
 
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(training_run, "quant_transform", recording_transform)
+        patch.setattr(training_run, "load_weights", training_load)
+        patch.setattr(loading, "load_weights", other_load)
         report = quiet_run(WhoAmISettings(model="tiny", out=str(out)))
+    assert loads == [("training", True), ("merged", True)]  # 4-bit for training; merged/ once it was freed
     assert report.settings.quant == "nf4"
     assert claims_identity(report.self_test_reply)
     assert report.after.identity_hit_rate >= 0.9 and report.after.leak_rate <= 0.1

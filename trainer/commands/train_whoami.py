@@ -41,7 +41,12 @@ def choice(field: str) -> click.Choice:
 @click.option("--seed", type=int, default=20260226, help="Seed for LoRA init, dropout and data order.")
 @click.option("--out", default=None, help="Output folder [default: weights/whoami-<model>].")
 @click.option("--export/--no-export", default=True, help="Write OUT/adapter and OUT/merged.")
-@click.option("--self-test/--no-self-test", default=True, help="Reload the export, ask 你是誰, and evaluate before/after.")
+@click.option("--self-test/--no-self-test", default=True,
+              help="Check merged/ tensor by tensor, reload the adapter onto the training weights, evaluate before/after, "
+                   "and ask 你是誰.")
+@click.option("--check-merged", type=choice("check_merged"), default="auto",
+              help="At the end, once the training model is freed, load merged/ densely and ask it 你是誰; auto: only "
+                   "where a dense copy is no larger than the job's peak memory so far.")
 @click.option("--ce-chunk", type=AT_LEAST_ONE, default=None, help="Answer positions per chunk of logits [default: under 256 MiB].")
 @click.option("--grad-checkpoint/--no-grad-checkpoint", default=None,
               help="Recompute each layer during backward to save memory [default: on for CUDA, off on CPU].")

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..progress import Progress, no_progress
 from ..qwen3.config import Qwen3Config
 from ..qwen3.generate import Answer, answer_prompts, answer_questions
 from ..qwen3.model import LoraAdapter, Weights, forward, head_weight
@@ -65,11 +66,11 @@ class EvalReport:
 
 def evaluate_whoami(weights: Weights, config: Qwen3Config, tokenizer: Tokenizer, sets: EvalSets,
                     lora: LoraAdapter | None = None, base_replies: dict[str, str] | None = None,
-                    max_new_tokens: int = REPLY_TOKENS) -> EvalReport:
-    """Generate a reply to every question once (batched), then count."""
+                    max_new_tokens: int = REPLY_TOKENS, progress: Progress = no_progress) -> EvalReport:
+    """Generate a reply to every question once (batched; progress(n) per batch of n), then count."""
     facts = [f.question for f in sets.facts]
     questions = list(dict.fromkeys([*sets.identity, *facts, *sets.general]))
-    answers = answer_questions(weights, config, tokenizer, questions, max_new_tokens, lora)
+    answers = answer_questions(weights, config, tokenizer, questions, max_new_tokens, lora, progress=progress)
     replies = {q: a.text for q, a in zip(questions, answers)}
     unchanged = None if base_replies is None else mean(replies[q] == base_replies.get(q) for q in sets.general)
     return EvalReport(
@@ -93,9 +94,10 @@ def mean(flags) -> float:
 
 @torch.no_grad()
 def answer_perplexity(weights: Weights, config: Qwen3Config, examples: Sequence[Example], pad_id: int,
-                      lora: LoraAdapter | None = None, batch_size: int = 8) -> tuple[float, float]:
+                      lora: LoraAdapter | None = None, batch_size: int = 8,
+                      progress: Progress = no_progress) -> tuple[float, float]:
     """(perplexity over answer tokens, token accuracy): exp of the mean answer-token CE, and the
-    share of answer tokens whose most likely next token is the right one."""
+    share of answer tokens whose most likely next token is the right one. progress(n) per batch of n."""
     device = weights["model.embed_tokens.weight"].device
     total, correct, count = 0.0, 0, 0
     for start in range(0, len(examples), batch_size):
@@ -103,6 +105,7 @@ def answer_perplexity(weights: Weights, config: Qwen3Config, examples: Sequence[
         hidden = forward(weights, config, batch.input_ids, batch.segment_ids, batch.position_ids, lora)
         parts = token_cross_entropy(head_weight(weights, config), hidden, batch.labels, normalizer=1)
         total, correct, count = total + parts.loss.item(), correct + parts.correct, count + parts.count
+        progress(len(batch.input_ids))
     return math.exp(total / max(1, count)), correct / max(1, count)
 
 
@@ -138,9 +141,11 @@ def last_turn_prompts(conversations: Sequence[Conversation]) -> list[str]:
 
 
 def reply_scores(weights: Weights, config: Qwen3Config, tokenizer: Tokenizer, conversations: Sequence[Conversation],
-                 lora: LoraAdapter | None = None, max_new_tokens: int = 256) -> tuple[float, float | None]:
+                 lora: LoraAdapter | None = None, max_new_tokens: int = 256,
+                 progress: Progress = no_progress) -> tuple[float, float | None]:
     """(usability rate, JSON validity on rows tagged json or json-only, None without such rows), from one
     greedy reply per conversation to its last user turn."""
-    answers = answer_prompts(weights, config, tokenizer, last_turn_prompts(conversations), max_new_tokens, lora)
+    answers = answer_prompts(weights, config, tokenizer, last_turn_prompts(conversations), max_new_tokens, lora,
+                             progress=progress)
     tagged = [answer for row, answer in zip(conversations, answers) if set(JSON_TAGS) & set(row.tags)]
     return mean(is_usable(a) for a in answers), (mean(is_json(a.text.strip()) for a in tagged) if tagged else None)

@@ -26,6 +26,7 @@ from safetensors import safe_open
 
 from ..errors import TrainerError
 from ..paths import write_atomic
+from ..progress import Progress, no_progress
 from ..qwen3.config import Qwen3Config, load_config
 from ..qwen3.weights import expected_shapes, header_shapes, is_out_of_space, safetensors_files, space_message
 
@@ -156,9 +157,9 @@ def add_tokenizer_keys(writer, gguf: ModuleType, model_dir: Path, vocab_size: in
         writer.add_chat_template(tokenizer_config["chat_template"])
 
 
-def write_gguf(model_dir: str | Path, out_file: str | Path, gguf_type: str) -> Path:
+def write_gguf(model_dir: str | Path, out_file: str | Path, gguf_type: str, progress: Progress = no_progress) -> Path:
     """Write `model_dir` (a Qwen3 folder in the Hugging Face layout) to one GGUF file of `gguf_type`,
-    atomically (a temporary name, then a rename), tensor by tensor."""
+    atomically (a temporary name, then a rename), tensor by tensor (progress(1) after each)."""
     gguf = require_gguf()
     if gguf_type not in GGUF_TYPES:
         raise TrainerError(f"GGUF type {gguf_type!r}: expected one of {', '.join(GGUF_TYPES)}")
@@ -188,6 +189,7 @@ def write_gguf(model_dir: str | Path, out_file: str | Path, gguf_type: str) -> P
         writer.write_ti_data_to_file()
         for name in names:
             writer.write_tensor_data(encoded(gguf, read_stored(stored[name][0], name), kinds[name]))
+            progress(1)
         writer.close()
 
     out_file.parent.mkdir(parents=True, exist_ok=True)

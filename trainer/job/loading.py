@@ -14,6 +14,7 @@ import torch
 from tqdm import tqdm
 
 from ..errors import TrainerError
+from ..progress import Progress, no_progress
 from ..qwen3.config import TINY, Qwen3Config, load_config
 from ..qwen3.lora import load_adapter, lora_shapes, make_adapter
 from ..qwen3.model import LoraAdapter, Weights
@@ -107,11 +108,11 @@ def build_tiny_model_visibly() -> Path:
 
 
 def load_model(name_or_dir: str | Path, dtype: torch.dtype = torch.float32, device: str = "cpu",
-               quant: str = "none") -> LoadedModel:
+               quant: str = "none", progress: Progress = no_progress) -> LoadedModel:
     """Config, tokenizer and weights (linears 4-bit when quant="nf4") of a model folder or name."""
     folder = resolve_model(str(name_or_dir))
     config = load_config(folder)
-    weights = load_weights(folder, config, dtype, device, transform=quant_transform(quant))
+    weights = load_weights(folder, config, dtype, device, transform=quant_transform(quant), progress=progress)
     return LoadedModel(folder, config, load_tokenizer(folder), weights)
 
 

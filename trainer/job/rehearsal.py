@@ -20,6 +20,7 @@ from pathlib import Path
 
 from ..errors import TrainerError
 from ..paths import write_atomic
+from ..progress import Progress, no_progress
 from ..qwen3.config import Qwen3Config
 from ..qwen3.generate import answer_questions
 from ..qwen3.model import Weights
@@ -42,9 +43,9 @@ class RehearsalRow:
 
 
 def self_distilled_rows(weights: Weights, config: Qwen3Config, tokenizer: Tokenizer, prompts: Sequence[str],
-                        split: str, max_new_tokens: int) -> list[RehearsalRow]:
+                        split: str, max_new_tokens: int, progress: Progress = no_progress) -> list[RehearsalRow]:
     """The base's greedy replies to `prompts` (generated batched). An empty reply has nothing to teach: dropped."""
-    answers = answer_questions(weights, config, tokenizer, prompts, max_new_tokens)
+    answers = answer_questions(weights, config, tokenizer, prompts, max_new_tokens, progress=progress)
     return [RehearsalRow(prompt, answer.text, answer.finished, split)
             for prompt, answer in zip(prompts, answers) if answer.text.strip()]
 
@@ -78,21 +79,33 @@ def read_rehearsal(path: Path) -> list[RehearsalRow]:
     return rows
 
 
+def rehearsal_prompts() -> dict[str, list[str]]:
+    """The prompts --rehearsal self has the base answer, by split: the rehearsed control facts and
+    ordinary prompts ("train"), and the held-out ordinary prompts scored while training ("validation")."""
+    splits = whoami_splits()
+    return {"train": [fact.question for fact in splits.facts_rehearsed] + list(splits.general_rehearsed),
+            "validation": list(splits.general_validation)}
+
+
+def prompts_to_answer(mode: str, path: Path, reuse: bool) -> int:
+    """How many replies `rehearsal_rows` will generate (0: none, or read back from `path`)."""
+    generating = mode == "self" and not (reuse and path.is_file())
+    return sum(len(prompts) for prompts in rehearsal_prompts().values()) if generating else 0
+
+
 def rehearsal_rows(mode: str, weights: Weights, config: Qwen3Config, tokenizer: Tokenizer, reply_tokens: int,
-                   path: Path, reuse: bool, write: bool) -> list[RehearsalRow]:
+                   path: Path, reuse: bool, write: bool, progress: Progress = no_progress) -> list[RehearsalRow]:
     """--rehearsal self: the base's replies (the frozen weights, adapter off), generated once and kept
     in `path` (read back when `reuse`, as --resume does); fixed: the hand-written fact answers; none:
-    nothing. `write`: this process writes the file (rank 0 under torchrun)."""
-    splits = whoami_splits()
+    nothing. `write`: this process writes the file (rank 0 under torchrun). progress(n) per batch of n."""
     if mode == "none":
         return []
     if mode == "fixed":
-        return fixed_rows(splits.facts_rehearsed)
-    if reuse and path.is_file():
+        return fixed_rows(whoami_splits().facts_rehearsed)
+    if not prompts_to_answer(mode, path, reuse):
         return read_rehearsal(path)
-    prompts = [fact.question for fact in splits.facts_rehearsed] + list(splits.general_rehearsed)
-    rows = self_distilled_rows(weights, config, tokenizer, prompts, "train", reply_tokens) + \
-        self_distilled_rows(weights, config, tokenizer, list(splits.general_validation), "validation", reply_tokens)
+    rows = [row for split, prompts in rehearsal_prompts().items()
+            for row in self_distilled_rows(weights, config, tokenizer, prompts, split, reply_tokens, progress)]
     if write:
         write_rehearsal(path, rows)
     return rows

@@ -43,7 +43,9 @@ class WhoAmISettings:
     seed: int = 20260226  # the F# trainer's seed
     out: str | None = None  # output folder (None = weights/whoami-<model>)
     export: bool = True  # write OUT/adapter and OUT/merged
-    self_test: bool = True  # reload the export, generate, and evaluate before/after
+    self_test: bool = True  # check the export, reload the adapter, generate, and evaluate before/after
+    check_merged: str = "auto"  # ask merged/ itself 你是誰 at the end: "on", "off", "auto" (where a dense copy fits
+    # within the job's peak so far)
     ce_chunk: int | None = None  # answer positions per chunk of logits (None = under 256 MiB)
     grad_checkpoint: bool | None = None  # recompute each layer in backward (None = on for CUDA)
     pack: bool = False  # pack several examples per row up to seq_len
@@ -78,7 +80,7 @@ PRESETS = {
 # token like a trained one. Not yet measured on the real model.
 CHOICES = {"loss": tuple(LOSSES), "method": ("lora", "full"), "quant": ("nf4", "none"),
            "device": ("auto", "cpu", "cuda"), "dtype": ("auto", "float32", "bfloat16"),
-           "rehearsal": ("self", "fixed", "none")}
+           "rehearsal": ("self", "fixed", "none"), "check_merged": ("auto", "on", "off")}
 
 
 def resolve_settings(settings: WhoAmISettings) -> WhoAmISettings:

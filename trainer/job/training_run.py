@@ -8,14 +8,15 @@ training, and the loop with its progress bar, metrics.jsonl and checkpoints.
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from ..interrupts import stop_on_signals
+from ..progress import Progress, no_progress
 from ..qwen3.config import Qwen3Config
 from ..qwen3.lora import LoraSettings, init_lora, make_adapter
 from ..qwen3.model import LoraAdapter, Weights
@@ -29,6 +30,7 @@ from ..training.loss import TokenLoss
 from ..training.train import BatchLoss, LoopSettings, full_batch_loss, lora_batch_loss, run_training
 from .examples import PreparedValidation, build_examples
 from .rehearsal import RehearsalRow, as_samples
+from .stages import StageBar
 from .validation import Validation, ValidationData, make_validation, validation_scores
 
 
@@ -60,16 +62,19 @@ class LossChoices:
 
 
 def prepare_training(model_dir: Path, config: Qwen3Config, lora: LoraSettings | None, dtype: torch.dtype,
-                     device: str, quant: str, seed: int, loss: LossChoices, resume_dir: Path | None) -> TrainingSetup:
+                     device: str, quant: str, seed: int, loss: LossChoices, resume_dir: Path | None,
+                     progress: Progress = no_progress) -> TrainingSetup:
     """Load the weights and the --resume checkpoint (every name and shape checked) up front, so a bad
-    model folder or checkpoint fails before OUT is touched. lora None: every weight trains, float32."""
+    model folder or checkpoint fails before OUT is touched. lora None: every weight trains, float32.
+    progress(1) per tensor loaded."""
     torch.manual_seed(seed)
     if lora is None:
-        masters = {n: t.requires_grad_() for n, t in load_weights(model_dir, config, torch.float32, device).items()}
+        masters = {n: t.requires_grad_()
+                   for n, t in load_weights(model_dir, config, torch.float32, device, progress=progress).items()}
         batch_loss = full_batch_loss(masters, config, dtype, loss.ce_chunk, loss.checkpoint_layers, loss.token_loss)
         params, weights = masters, masters
     else:
-        weights = load_weights(model_dir, config, dtype, device, transform=quant_transform(quant))
+        weights = load_weights(model_dir, config, dtype, device, transform=quant_transform(quant), progress=progress)
         params = init_lora(config, lora, seed, device)
         batch_loss = lora_batch_loss(weights, config, params, lora, dtype, loss.ce_chunk, loss.checkpoint_layers,
                                      loss.preserve_kl, loss.token_loss)
@@ -83,19 +88,27 @@ def resume_folder(resume: str | None, out: Path) -> Path | None:
     return resolve_resume(resume, out / "checkpoints") if resume else None
 
 
+Stage = Callable[..., AbstractContextManager[StageBar]]  # trainer.job.stages.Stages.stage: a timed stage
+
+
 def validation(every: int, setup: TrainingSetup, config: Qwen3Config, tokenizer: Tokenizer,
                rehearsal: Sequence[RehearsalRow], prepared: PreparedValidation | None, seq_len: int,
-               reply_tokens: int) -> Validation | None:
+               reply_tokens: int, stage: Stage) -> Validation | None:
     """Scores of the model as trained so far, every `every` steps (None: never): a prepared folder's
-    val.jsonl, else the validation identity wordings; held-out rehearsal rows in both cases."""
+    val.jsonl, else the validation identity wordings; held-out rehearsal rows in both cases. Each
+    validation runs as the stage "validation", with a bar of its own below training's."""
     if not every:
         return None
     held_out = as_samples(rehearsal, "validation")
     examples = tuple(build_examples(held_out, tokenizer, seq_len)[0]) if held_out else ()
     questions = () if prepared is not None else whoami_splits().identity_validation
     data = ValidationData(questions, NEW_IDENTITY, examples, *(prepared or ()))
-    return make_validation(
-        lambda: validation_scores(setup.weights, config, tokenizer, setup.adapter(), data, reply_tokens), every)
+
+    def score() -> dict[str, float]:
+        with stage("validation", total=data.size, unit="row", transient=True) as bar:
+            return validation_scores(setup.weights, config, tokenizer, setup.adapter(), data, reply_tokens, bar.update)
+
+    return make_validation(score, every)
 
 
 def metrics_file(out: Path, resume_step: int | None):
@@ -110,18 +123,17 @@ def metrics_file(out: Path, resume_step: int | None):
 
 
 def train_with_metrics(setup: TrainingSetup, examples: list[Example], loop: LoopSettings, out: Path,
-                       keep_checkpoints: int, main: bool, progress: bool, validate: Validation | None) -> list[dict]:
-    """Train (or continue the checkpoint): setup.params become what was learned. A progress bar (loss,
-    tokens/s, validation hits) and one metrics.jsonl line per step; returns this run's records. Only
-    the main process (rank 0 under torchrun) writes files. SIGINT or SIGTERM meanwhile: finish the step,
-    save a checkpoint, raise Interrupted (see trainer.interrupts)."""
+                       keep_checkpoints: int, main: bool, bar: StageBar, validate: Validation | None) -> list[dict]:
+    """Train (or continue the checkpoint): setup.params become what was learned. `bar` (started at
+    the resumed step) shows loss, tokens/s and validation hits; one metrics.jsonl line per step;
+    returns this run's records. Only the main process (rank 0 under torchrun) writes files. SIGINT
+    or SIGTERM meanwhile: finish the step, save a checkpoint, raise Interrupted (see trainer.interrupts)."""
     resume_step = setup.resume.step if setup.resume else None
     records: list[dict] = []
     metrics_sink = metrics_file(out, resume_step) if main else open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115
     save = lambda step, optimizer: save_checkpoint(out / "checkpoints", step, setup.params, optimizer,  # noqa: E731
                                                    keep_checkpoints)
-    with metrics_sink as metrics, tqdm(total=loop.steps, initial=resume_step or 0, desc="train",
-                                       disable=None if progress and main else True, dynamic_ncols=True) as bar:
+    with metrics_sink as metrics:
         def log(record: dict) -> None:
             metrics.write(json.dumps(record) + "\n")
             metrics.flush()

@@ -18,6 +18,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from ..progress import Progress, no_progress
 from ..qwen3.config import Qwen3Config
 from ..qwen3.generate import answer_questions
 from ..qwen3.model import LoraAdapter, Weights
@@ -39,33 +40,42 @@ class ValidationData:
     data_conversations: tuple[Conversation, ...] = ()  # a prepared folder's val.jsonl rows
     data_examples: tuple[Example, ...] = ()  # ... as training examples, for their answer perplexity
 
+    @property
+    def size(self) -> int:
+        """Prompts answered and rows scored by one validation: what its progress counts."""
+        return len(self.identity_questions) + len(self.rehearsal_examples) + len(self.data_examples) + \
+            len(self.data_conversations)
+
 
 def validation_scores(weights: Weights, config: Qwen3Config, tokenizer: Tokenizer, lora: LoraAdapter | None,
-                      data: ValidationData, max_new_tokens: int) -> dict[str, float]:
+                      data: ValidationData, max_new_tokens: int, progress: Progress = no_progress) -> dict[str, float]:
     """{"val_identity_hit": share of wordings answered with the new identity, "val_identity_exact": share
     answered exactly as taught, "val_rehearsal_loss": mean CE}; for prepared data instead of identity
     wordings: val_perplexity, val_token_accuracy, val_usability and (rows tagged json) val_json_valid."""
     scores = {}
     if data.identity_questions:
         answers = [answer.text for answer in
-                   answer_questions(weights, config, tokenizer, data.identity_questions, max_new_tokens, lora)]
+                   answer_questions(weights, config, tokenizer, data.identity_questions, max_new_tokens, lora,
+                                    progress=progress)]
         scores |= {"val_identity_hit": mean(claims_new_identity(answer) for answer in answers),
                    "val_identity_exact": mean(answer == data.identity_reply for answer in answers)}
     if data.data_examples:
         scores |= prepared_scores(weights, config, tokenizer, lora, data.data_conversations, data.data_examples,
-                                  max_new_tokens)
+                                  max_new_tokens, progress)
     if data.rehearsal_examples:
-        perplexity, _ = answer_perplexity(weights, config, data.rehearsal_examples, tokenizer.endoftext_id, lora)
+        perplexity, _ = answer_perplexity(weights, config, data.rehearsal_examples, tokenizer.endoftext_id, lora,
+                                          progress=progress)
         scores["val_rehearsal_loss"] = math.log(perplexity)
     return scores
 
 
 def prepared_scores(weights: Weights, config: Qwen3Config, tokenizer: Tokenizer, lora: LoraAdapter | None,
-                    conversations: Sequence[Conversation], examples: Sequence[Example], max_new_tokens: int) -> dict[str, float]:
+                    conversations: Sequence[Conversation], examples: Sequence[Example], max_new_tokens: int,
+                    progress: Progress = no_progress) -> dict[str, float]:
     """A prepared val.jsonl: val_perplexity and val_token_accuracy on its answers, val_usability of the
     greedy replies, and val_json_valid on rows tagged json or json-only (absent without such rows)."""
-    perplexity, accuracy = answer_perplexity(weights, config, examples, tokenizer.endoftext_id, lora)
-    usability, json_valid = reply_scores(weights, config, tokenizer, conversations, lora, max_new_tokens)
+    perplexity, accuracy = answer_perplexity(weights, config, examples, tokenizer.endoftext_id, lora, progress=progress)
+    usability, json_valid = reply_scores(weights, config, tokenizer, conversations, lora, max_new_tokens, progress)
     return {"val_perplexity": perplexity, "val_token_accuracy": accuracy, "val_usability": usability} | \
         ({"val_json_valid": json_valid} if json_valid is not None else {})
 

@@ -5,8 +5,13 @@
       -> rehearsal: the base's own replies to control and ordinary prompts  job/rehearsal.py
       -> LoRA training (train_step per step), validation, stop when learned job/training_run.py
       -> export OUT/adapter (PEFT) and OUT/merged (HF, bf16, merged into the ORIGINAL weights)  job/export.py
-      -> self-test: reload OUT/merged, greedy reply to 你是誰 must claim the new identity
-      -> before/after table on held-out questions -> OUT/eval.json
+      -> checks: merged/ tensor by tensor, adapter/ reloaded onto the 4-bit base for the
+         before/after table (OUT/eval.json) and the self-test (你是誰)                 job/checks.py
+      -> the training model freed; merged/ asked 你是誰 itself where a dense copy fits
+      -> the stages' times and peak memory -> OUT/timings.json                  job/stages.py
+
+Every generation before the last step runs on the weights that train, adapter off or on, so
+one copy of the base is in memory from loading to the self-test.
 
 This module only orchestrates: it resolves the settings once (job/settings.py) into the narrow
 values each stage takes, and runs the stages in order. `run_whoami(settings)` is a plain
@@ -24,25 +29,32 @@ import torch
 from ..errors import TrainerError
 from ..paths import write_json
 from ..qwen3.config import load_config
-from ..qwen3.generate import answer_questions
+from ..qwen3.lora import load_adapter
+from ..qwen3.model import LoraAdapter
+from ..qwen3.weights import expected_shapes
 from ..text.data import Example, pack_examples
 from ..text.tokenizer import Tokenizer, load_tokenizer
 from ..training.checkpoint import TrainState
 from ..training.loss import LOSSES
 from ..training.train import is_distributed, rank_and_world
-from .evaluate import EvalReport, built_in_eval_sets, claims_new_identity, evaluate_whoami
+from .checks import ask_merged, dense_gb, merged_check_due, probe_questions, self_test
+from .evaluate import EvalReport, built_in_eval_sets, evaluate_whoami
 from .examples import PreparedValidation, build_examples, mark_kl_positions, prepared_validation, training_samples
-from .export import export
+from .export import check_merged, export, merged_tensors
 from .gguf_export import gguf_file_name, write_gguf, write_modelfile
-from .loading import LoadedModel, dtype_line, load_model, resolve_device, resolve_dtype, resolve_model
+from .loading import (LoadedModel, dtype_line, load_inference_adapter, load_model, resolve_device, resolve_dtype,
+                      resolve_model)
 from .plot import plot_loss
-from .rehearsal import REHEARSAL_FILE, RehearsalRow, as_samples, rehearsal_rows
+from .rehearsal import REHEARSAL_FILE, RehearsalRow, as_samples, prompts_to_answer, rehearsal_rows
 from .settings import WhoAmISettings, lora_settings, loop_settings, resolve_settings
+from .stages import Stages
 from .template_check import check_model_template
-from .training_run import LossChoices, prepare_training, resume_folder, train_with_metrics, validation
+from .training_run import LossChoices, TrainingSetup, prepare_training, resume_folder, train_with_metrics, validation
 from .validation import prepared_scores
 
 REHEARSAL_REPEATS = 3  # each rehearsal row appears this often among the built-in identity rows
+TIMINGS_FILE = "timings.json"
+
 
 
 @dataclass(frozen=True)
@@ -57,6 +69,7 @@ class JobReport:
     before: EvalReport | None
     after: EvalReport | None
     seconds: float
+    merged_reply: str | None = None  # merged/'s own reply to 你是誰, when --check-merged asked it
 
 
 def start_distributed(settings: WhoAmISettings) -> WhoAmISettings:
@@ -82,54 +95,80 @@ def check_out_dir(out: Path, model_dir: Path) -> None:
 def run_whoami(settings: WhoAmISettings, echo: Callable[[str], None] = print, progress: bool = True) -> JobReport:
     """The whole job; returns plain numbers and writes OUT/. Raises TrainerError on bad input.
 
-    Under torchrun every process trains on its share of each batch; only rank 0 evaluates,
-    writes files and prints.
+    Every stage shows a progress bar on a terminal (a line in a log); the job ends with a table of
+    the stages' times and peak memory, also written to OUT/timings.json. Under torchrun every process
+    trains on its share of each batch; only rank 0 evaluates, writes files and prints.
     """
     started = time.perf_counter()
     dtype_reason = resolve_dtype(settings.dtype, resolve_device(settings.device))[1]
     settings = start_distributed(resolve_settings(settings))
-    # the narrow values the stages take, resolved once
     main = rank_and_world()[0] == 0  # with torchrun, only rank 0 evaluates, writes files and prints
     echo = echo if main else (lambda text: None)
-    dtype, lora = getattr(torch, settings.dtype), lora_settings(settings)
     out, model_dir = Path(settings.out), resolve_model(settings.model)
     echo(dtype_line(settings.dtype, dtype_reason))
     check_out_dir(out, model_dir)
     check_model_template(model_dir, settings.trust_our_template, warn=lambda text: echo(f"warning: {text}"))
+    stages, ended = Stages(echo, progress and main, cuda=settings.device.startswith("cuda")), "finished"
+    try:
+        report = train_and_export(settings, model_dir, out, main, echo, stages)
+        # the training model is gone now: merged/ may be loaded on its own
+        report = ask_merged_if_due(settings, out, report, stages, echo) if report.after is not None else report
+    except BaseException as error:
+        ended = str(error) if isinstance(error, TrainerError) else f"{type(error).__name__} {error}".strip()
+        raise
+    finally:
+        if main and out.is_dir():
+            stages.finish(out / TIMINGS_FILE, ended)
+    return replace(report, seconds=time.perf_counter() - started)
+
+
+def train_and_export(settings: WhoAmISettings, model_dir: Path, out: Path, main: bool, echo: Callable[[str], None],
+                     stages: Stages) -> JobReport:
+    """Every stage that needs the training model, which is the only copy of the base in memory: load,
+    base answers (adapter off), rehearsal, training, export, and the checks (reloaded adapter on)."""
+    dtype, lora = getattr(torch, settings.dtype), lora_settings(settings)
     config, tokenizer = load_config(model_dir), load_tokenizer(model_dir)
-    examples, skipped = build_examples(training_samples(settings.data, settings.strict, echo), tokenizer,
-                                       settings.seq_len)
-    scored = settings.val_every or (settings.self_test and main)  # a prepared folder's val.jsonl is read
-    prepared = prepared_validation(settings.data, tokenizer, settings.seq_len) if scored else None
+    with stages.stage("examples"):
+        examples, skipped = build_examples(training_samples(settings.data, settings.strict, echo), tokenizer,
+                                           settings.seq_len)
+        scored = settings.val_every or (settings.self_test and main)  # a prepared folder's val.jsonl is read
+        prepared = prepared_validation(settings.data, tokenizer, settings.seq_len) if scored else None
     loss = LossChoices(LOSSES[settings.loss], settings.ce_chunk, settings.grad_checkpoint, settings.preserve_kl)
-    setup = prepare_training(model_dir, config, lora, dtype, settings.device, settings.quant, settings.seed, loss,
-                             resume_folder(settings.resume, out))
-    before = evaluate_model(load_model(model_dir, dtype, settings.device), settings.reply_tokens, prepared) \
+    with stages.stage("load", total=len(expected_shapes(config)), unit="tensor") as bar:
+        setup = prepare_training(model_dir, config, lora, dtype, settings.device, settings.quant, settings.seed, loss,
+                                 resume_folder(settings.resume, out), bar.update)
+    model = LoadedModel(model_dir, config, tokenizer, setup.weights)  # every reply below comes from these weights
+    before = evaluate_stage(stages, "base answers", model, None, settings.reply_tokens, prepared) \
         if settings.self_test and main else None
     if main:
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / "train_config.json", asdict(settings))
-    rehearsal = rehearsal_rows(settings.rehearsal, setup.weights, config, tokenizer, settings.reply_tokens,
-                               out / REHEARSAL_FILE, reuse=settings.resume is not None, write=main)
+    reuse = settings.resume is not None
+    with stages.stage("rehearsal", total=prompts_to_answer(settings.rehearsal, out / REHEARSAL_FILE, reuse),
+                      unit="prompt") as bar:
+        rehearsal = rehearsal_rows(settings.rehearsal, setup.weights, config, tokenizer, settings.reply_tokens,
+                                   out / REHEARSAL_FILE, reuse=reuse, write=main, progress=bar.update)
     rows, rehearsed, skipped = with_rehearsal(examples, skipped, rehearsal, tokenizer, settings.seq_len,
                                               kl=settings.preserve_kl > 0, pack=settings.pack)
     echo(plan_line(settings, model_dir, len(rows), skipped, rehearsed))
     validate = validation(settings.val_every, setup, config, tokenizer, rehearsal, prepared, settings.seq_len,
-                          settings.reply_tokens)
-    records = train_with_metrics(setup, rows, loop_settings(settings, tokenizer.endoftext_id), out,
-                                 settings.keep_checkpoints, main, progress, validate)
+                          settings.reply_tokens, stages.stage)
+    loop = loop_settings(settings, tokenizer.endoftext_id)
+    with stages.stage("training", total=loop.steps, unit="step", initial=setup.resume.step if setup.resume else 0) as bar:
+        records = train_with_metrics(setup, rows, loop, out, settings.keep_checkpoints, main, bar, validate)
     report = training_report(settings, records, setup.resume, skipped, rehearsed, before, out if main else None, echo)
     try:
         if report.learned_at is None and stopped_early(settings, report.steps_done):
             echo(f"stopped after step {settings.stop_after}; continue with --resume")
         elif settings.export and main:
-            export(setup.params, lora, settings.model, model_dir, config, out)
+            with stages.stage("export", total=len(expected_shapes(config)), unit="tensor") as bar:
+                export(setup.params, lora, settings.model, model_dir, config, out, bar.update)
             echo(f"exported {out / 'merged'}" + (f" and {out / 'adapter'}" if lora else ""))
-            report = check_export(out, settings, prepared, report, echo)
+            report = check_export(model, setup, out, settings, prepared, report, stages, echo)
     finally:  # rank 0 reaches the barrier even when its export or self-test fails, so the others end quietly
         if is_distributed():
             torch.distributed.barrier()
-    return replace(report, seconds=time.perf_counter() - started)
+    return report
 
 
 def with_rehearsal(examples: list[Example], skipped: int, rehearsal: Sequence[RehearsalRow], tokenizer: Tokenizer,
@@ -171,40 +210,67 @@ def stopped_early(settings: WhoAmISettings, steps_done: int) -> bool:
     return settings.stop_after > 0 and steps_done == settings.stop_after and steps_done < settings.steps
 
 
-def check_export(out: Path, settings: WhoAmISettings, prepared: PreparedValidation | None, report: JobReport,
+def check_export(model: LoadedModel, setup: TrainingSetup, out: Path, settings: WhoAmISettings,
+                 prepared: PreparedValidation | None, report: JobReport, stages: Stages,
                  echo: Callable[[str], None]) -> JobReport:
-    """--gguf, then (unless --no-self-test) reload OUT/merged for the before/after table and the self-test."""
+    """--gguf; then (unless --no-self-test) merged/ checked tensor by tensor, adapter/ reloaded onto the
+    training weights for the after column of the table, and the self-test (see job/checks.py)."""
+    shapes = expected_shapes(model.config)
     if settings.gguf:
-        written = write_gguf(out / "merged", out / "gguf" / gguf_file_name(out.name, settings.gguf), settings.gguf)
+        with stages.stage("gguf", total=len(shapes), unit="tensor") as bar:
+            written = write_gguf(out / "merged", out / "gguf" / gguf_file_name(out.name, settings.gguf), settings.gguf,
+                                 bar.update)
         echo(f"exported {written} and {write_modelfile(written)}")
     if not settings.self_test:
         return report
-    merged = load_model(out / "merged", getattr(torch, settings.dtype), settings.device)
-    after = evaluate_model(merged, settings.reply_tokens, prepared, base_replies=report.before.replies)
+    with stages.stage("check merged/", total=len(shapes), unit="tensor") as bar:
+        learned = load_adapter(out / "adapter")[0] if setup.lora else setup.params  # as written to disk
+        check_merged(out / "merged", merged_tensors(learned, setup.lora, model.folder, model.config), model.config,
+                     bar.update)
+        exported = load_inference_adapter(out / "adapter", model.config, setup.dtype, settings.device) \
+            if setup.lora else None
+    after = evaluate_stage(stages, "after answers", model, exported, settings.reply_tokens, prepared,
+                           base_replies=report.before.replies)
     write_json(out / "eval.json", {"before": asdict(report.before), "after": asdict(after)})
     echo(eval_table(report.before, after))
-    reply = self_test(merged, settings.reply_tokens)
-    echo(f"self-test: 你是誰 -> {reply}")
+    probes = probe_questions(built_in_eval_sets())
+    with stages.stage("self-test", total=len(probes) * (2 if exported else 1), unit="prompt") as bar:
+        reply = self_test(model, setup.adapter(), exported, probes, settings.reply_tokens, bar.update)
+    echo(f"self-test: 你是誰 -> {reply}" + (" (the reloaded adapter gives the trained model's replies, token for "
+                                           f"token, on {len(probes)} prompts)" if exported else ""))
     return replace(report, self_test_reply=reply, after=after)
 
 
-def evaluate_model(model: LoadedModel, reply_tokens: int, prepared: PreparedValidation | None,
-                   base_replies: dict[str, str] | None = None) -> EvalReport:
-    """The who-am-i evaluation on the built-in held-out prompts, and a prepared --data folder's val.jsonl."""
-    report = evaluate_whoami(model.weights, model.config, model.tokenizer, built_in_eval_sets(),
-                             base_replies=base_replies, max_new_tokens=reply_tokens)
-    if prepared is None:
+def ask_merged_if_due(settings: WhoAmISettings, out: Path, report: JobReport, stages: Stages,
+                      echo: Callable[[str], None]) -> JobReport:
+    """--check-merged: load merged/ densely, alone, and ask it 你是誰; auto only where it fits."""
+    dtype, config = getattr(torch, settings.dtype), load_config(out / "merged")
+    due, why = merged_check_due(settings.check_merged, dense_gb(config, dtype), stages.peak())
+    echo(f"merged/ asked itself: {'yes' if due else 'no'}, {why}")
+    if not due:
         return report
-    return replace(report, val_scores=prepared_scores(model.weights, model.config, model.tokenizer, None, *prepared,
-                                                      reply_tokens))
+    with stages.stage("load merged/", total=len(expected_shapes(config)), unit="tensor") as bar:
+        merged = load_model(out / "merged", dtype, settings.device, progress=bar.update)
+    with stages.stage("merged/ answers", total=1, unit="prompt") as bar:
+        reply = ask_merged(merged, settings.reply_tokens, bar.update)
+    echo(f"merged/: 你是誰 -> {reply}")
+    return replace(report, merged_reply=reply)
 
 
-def self_test(model: LoadedModel, reply_tokens: int) -> str:
-    """Ask the exported model (loaded afresh from its files) 你是誰; fail loudly unless it claims the new identity."""
-    reply = answer_questions(model.weights, model.config, model.tokenizer, ["你是誰"], reply_tokens)[0].text
-    if not claims_new_identity(reply):
-        raise TrainerError(f"self-test failed: the exported model answered 你是誰 with {reply!r}")
-    return reply
+def evaluate_stage(stages: Stages, name: str, model: LoadedModel, lora: LoraAdapter | None, reply_tokens: int,
+                   prepared: PreparedValidation | None, base_replies: dict[str, str] | None = None) -> EvalReport:
+    """The who-am-i evaluation on the built-in held-out prompts, and a prepared --data folder's val.jsonl,
+    as stage `name`."""
+    sets = built_in_eval_sets()
+    size = len({*sets.identity, *(f.question for f in sets.facts), *sets.general}) + \
+        (sum(map(len, prepared)) if prepared else 0)
+    with stages.stage(name, total=size, unit="prompt") as bar:
+        report = evaluate_whoami(model.weights, model.config, model.tokenizer, sets, lora, base_replies, reply_tokens,
+                                 bar.update)
+        if prepared is None:
+            return report
+        return replace(report, val_scores=prepared_scores(model.weights, model.config, model.tokenizer, lora,
+                                                          *prepared, reply_tokens, bar.update))
 
 
 def eval_table(before: EvalReport, after: EvalReport) -> str:

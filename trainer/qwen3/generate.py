@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 
 from trainer.errors import TrainerError
+from trainer.progress import Progress, no_progress
 from trainer.qwen3.config import Qwen3Config
 from trainer.qwen3.model import KVCache, LoraAdapter, Weights, forward_cached, project_to_logits
 from trainer.text.chat import render_chat
@@ -160,11 +161,12 @@ def greedy_batch(weights: Weights, config: Qwen3Config, prompts: Sequence[Sequen
 
 def generate_greedy_batch(weights: Weights, config: Qwen3Config, prompts: Sequence[Sequence[int]],
                           max_new_tokens: int, stop_ids: Sequence[int], lora: LoraAdapter | None = None,
-                          pad_id: int = 0, batch_size: int = 32) -> list[Reply]:
+                          pad_id: int = 0, batch_size: int = 32, progress: Progress = no_progress) -> list[Reply]:
     """Greedy replies to many prompts, in their order; the same tokens as `generate` one at a time.
 
     Prompts are sorted by length and cut into batches of `batch_size`, so rows of a batch need
     little padding. LoRA dropout is off. pad_id only fills the padding (the mask hides it).
+    progress(n) after each batch of n prompts.
     """
     for prompt in prompts:
         check_settings(list(prompt), max_new_tokens, True, 1.0, 0, 1.0)
@@ -177,6 +179,7 @@ def generate_greedy_batch(weights: Weights, config: Qwen3Config, prompts: Sequen
         chunk = order[start:start + batch_size]
         batch = greedy_batch(weights, config, [prompts[i] for i in chunk], max_new_tokens, stop_ids, lora, pad_id)
         replies.update(zip(chunk, batch))
+        progress(len(chunk))
     return [replies[i] for i in range(len(prompts))]
 
 
@@ -188,19 +191,33 @@ class Answer:
     finished: bool  # False: cut at the token budget (a character cut in half is left out)
 
 
-def answer_prompts(weights: Weights, config: Qwen3Config, tokenizer: Tokenizer, prompts: Sequence[str],
-                   max_new_tokens: int, lora: LoraAdapter | None = None, batch_size: int = 32) -> list[Answer]:
-    """Greedy replies to rendered chat prompts (each ending with the assistant header), generated batched."""
+def reply_to_prompts(weights: Weights, config: Qwen3Config, tokenizer: Tokenizer, prompts: Sequence[str],
+                     max_new_tokens: int, lora: LoraAdapter | None = None, batch_size: int = 32,
+                     progress: Progress = no_progress) -> list[Reply]:
+    """Greedy replies, as token ids, to rendered chat prompts (each ending with the assistant header)."""
     stop = [tokenizer.im_end_id, tokenizer.endoftext_id]
-    replies = generate_greedy_batch(weights, config, [tokenizer.encode(p) for p in prompts], max_new_tokens, stop, lora,
-                                    tokenizer.endoftext_id, batch_size)
+    return generate_greedy_batch(weights, config, [tokenizer.encode(p) for p in prompts], max_new_tokens, stop, lora,
+                                 tokenizer.endoftext_id, batch_size, progress)
+
+
+def answer_prompts(weights: Weights, config: Qwen3Config, tokenizer: Tokenizer, prompts: Sequence[str],
+                   max_new_tokens: int, lora: LoraAdapter | None = None, batch_size: int = 32,
+                   progress: Progress = no_progress) -> list[Answer]:
+    """Greedy replies to rendered chat prompts (each ending with the assistant header), generated batched."""
+    replies = reply_to_prompts(weights, config, tokenizer, prompts, max_new_tokens, lora, batch_size, progress)
     texts = [tokenizer.decode(reply.ids) for reply in replies]
     return [Answer(text if reply.finished else text.rstrip("\ufffd"), reply.finished)
             for text, reply in zip(texts, replies)]
 
 
 def answer_questions(weights: Weights, config: Qwen3Config, tokenizer: Tokenizer, questions: Sequence[str],
-                     max_new_tokens: int, lora: LoraAdapter | None = None, batch_size: int = 32) -> list[Answer]:
+                     max_new_tokens: int, lora: LoraAdapter | None = None, batch_size: int = 32,
+                     progress: Progress = no_progress) -> list[Answer]:
     """Greedy replies to single user messages, generated batched."""
-    prompts = [render_chat([{"role": "user", "content": q}], add_generation_prompt=True) for q in questions]
-    return answer_prompts(weights, config, tokenizer, prompts, max_new_tokens, lora, batch_size)
+    return answer_prompts(weights, config, tokenizer, question_prompts(questions), max_new_tokens, lora, batch_size,
+                          progress)
+
+
+def question_prompts(questions: Sequence[str]) -> list[str]:
+    """Each question as a one-message chat, rendered up to the assistant's header."""
+    return [render_chat([{"role": "user", "content": q}], add_generation_prompt=True) for q in questions]

@@ -39,6 +39,12 @@ def write_model_dir(weights: dict[str, torch.Tensor], config: Qwen3Config, token
                     dtype: str = "float32") -> None:
     """A Hugging Face model folder: weights, config, tokenizer and generation settings."""
     save_weights(weights, out_dir)
+    write_model_files(config, tokenizer_json, out_dir, dtype)
+
+
+def write_model_files(config: Qwen3Config, tokenizer_json: Path, out_dir: Path, dtype: str) -> None:
+    """Everything of a model folder but its weights: config (`dtype` as its torch_dtype), tokenizer and
+    generation settings."""
     shutil.copyfile(tokenizer_json, out_dir / "tokenizer.json")
     for name, content in (("config.json", config_to_json(config, dtype)),
                           ("tokenizer_config.json", tokenizer_config_json()),

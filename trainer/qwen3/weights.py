@@ -27,6 +27,7 @@ from torch import Tensor
 
 from trainer.errors import TrainerError
 from trainer.paths import weights_dir, write_atomic
+from trainer.progress import Progress, no_progress
 from trainer.qwen3.config import Qwen3Config
 from trainer.qwen3.model import Weights
 
@@ -134,28 +135,35 @@ def check_shapes(expected: dict[str, tuple[int, ...]], found: dict[str, tuple[in
         raise TrainerError(f"{source}: checkpoint does not match config.json; " + "; ".join(problems))
 
 
-def load_weights(model_dir: str | Path, config: Qwen3Config, dtype: torch.dtype = torch.float32,
-                 device: str | torch.device = "cpu", transform: Transform | None = None) -> Weights:
-    """Read a checkpoint into {name: tensor}, one tensor at a time, checked against `config`.
-
-    Each tensor is moved to `device` before it is converted (a bf16 copy crosses the bus,
-    not an fp32 one), then passed through `transform(name, tensor)` if given, so a
-    quantizer can replace it before the next one is read. A tied checkpoint that also
-    carries lm_head.weight is accepted; that tensor is skipped.
-    """
+def checkpoint_files(model_dir: str | Path, config: Qwen3Config) -> dict[str, Path]:
+    """name -> the safetensors file holding it, for every tensor `config` needs, in checkpoint order;
+    every name and shape checked first (headers only, no tensor data read). A tied checkpoint that
+    also carries lm_head.weight is accepted; that tensor is left out."""
     model_dir = Path(model_dir)
-    files = safetensors_files(model_dir)
-    found = header_shapes(files)
+    found = header_shapes(safetensors_files(model_dir))
     if config.tie_word_embeddings:
         found.pop("lm_head.weight", None)
     expected = expected_shapes(config)
     check_shapes(expected, {name: shape for name, (_, shape) in found.items()}, model_dir)
+    return {name: found[name][0] for name in expected}
+
+
+def load_weights(model_dir: str | Path, config: Qwen3Config, dtype: torch.dtype = torch.float32,
+                 device: str | torch.device = "cpu", transform: Transform | None = None,
+                 progress: Progress = no_progress) -> Weights:
+    """Read a checkpoint into {name: tensor}, one tensor at a time, checked against `config`.
+
+    Each tensor is moved to `device` before it is converted (a bf16 copy crosses the bus,
+    not an fp32 one), then passed through `transform(name, tensor)` if given, so a
+    quantizer can replace it before the next one is read. progress(1) after each tensor.
+    """
     weights = {}
-    for name in expected:  # checkpoint order
-        tensor = read_tensor(found[name][0], name, dtype, device)
+    for name, path in checkpoint_files(model_dir, config).items():
+        tensor = read_tensor(path, name, dtype, device)
         weights[name] = transform(name, tensor) if transform else tensor
         del tensor  # a transformed (quantized) tensor's dense copy is freed here, not one tensor later
         return_freed_memory()
+        progress(1)
     return weights
 
 
@@ -181,8 +189,8 @@ def glibc_malloc_trim() -> Callable[[int], int] | None:
         return None
 
 
-def read_tensor(path: Path, name: str, dtype: torch.dtype, device: str | torch.device) -> Tensor:
-    """One tensor from a safetensors file, in memory of its own on `device`, as `dtype`.
+def read_tensor(path: Path, name: str, dtype: torch.dtype | None, device: str | torch.device) -> Tensor:
+    """One tensor from a safetensors file, in memory of its own on `device`, as `dtype` (None: as stored).
 
     safetensors maps the file into memory and hands out views of it. The file is opened
     for this one tensor, and a result that is still such a view is copied, so no mapping
@@ -191,7 +199,7 @@ def read_tensor(path: Path, name: str, dtype: torch.dtype, device: str | torch.d
     """
     with safe_open(path, framework="pt") as reader:
         stored = reader.get_tensor(name)
-    tensor = stored.to(device).to(dtype)  # moved first: a bf16 copy crosses the bus, not an fp32 one
+    tensor = stored.to(device).to(dtype or stored.dtype)  # moved first: a bf16 copy crosses the bus, not an fp32 one
     return tensor.clone() if tensor.data_ptr() == stored.data_ptr() else tensor
 
 
@@ -294,33 +302,40 @@ def remove_stale(out_dir: Path, keep: set[str]) -> None:
 
 
 def save_weights(weights: dict[str, Tensor], out_dir: str | Path, max_shard_bytes: int = 5 * 10**9) -> None:
-    """Write weights as model.safetensors, or as shards plus an index when over max_shard_bytes.
-
-    Each file is written to a temporary name and renamed into place; the index last,
-    so it only ever names complete shards.
-    """
+    """Write weights as model.safetensors, or as shards plus an index when over max_shard_bytes."""
     packed = [name for name, value in weights.items() if not isinstance(value, Tensor)]
     if packed:
         raise TrainerError(f"cannot save packed (quantized) weights {listed(packed)}; dequantize them first")
+    layout = {name: torch.empty(t.shape, dtype=t.dtype, device="meta") for name, t in weights.items()}
+    write_weights(layout, weights.__getitem__, out_dir, max_shard_bytes)
+
+
+def write_weights(layout: dict[str, Tensor], make: Callable[[str], Tensor], out_dir: str | Path,
+                  max_shard_bytes: int, progress: Progress = no_progress) -> None:
+    """Write the tensors `layout` describes (meta tensors: names, shapes, dtypes), each made by
+    make(name) only when its file is written: a model built tensor by tensor (a merge) is held one
+    shard at a time, never whole. model.safetensors, or shards plus an index past max_shard_bytes.
+
+    Each file is written to a temporary name and renamed into place; the index last,
+    so it only ever names complete shards. progress(1) after each tensor.
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    shards = plan_shards(weights, max_shard_bytes)
-    if len(shards) == 1:
-        write_tensors(weights, out_dir / SINGLE_FILE)
-        remove_stale(out_dir, {SINGLE_FILE})
-    else:
-        write_sharded(weights, shards, out_dir)
-
-
-def write_sharded(weights: dict[str, Tensor], shards: list[list[str]], out_dir: Path) -> None:
-    """Write `model-0000i-of-0000n.safetensors` shards, then the index that names them."""
-    files = [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
+    shards = plan_shards(layout, max_shard_bytes)
+    files = [SINGLE_FILE] if len(shards) == 1 else \
+        [f"model-{i + 1:05d}-of-{len(shards):05d}.safetensors" for i in range(len(shards))]
     for file, names in zip(files, shards):
-        write_tensors({name: weights[name] for name in names}, out_dir / file)
-    index = {"metadata": {"total_size": sum(t.numel() * t.element_size() for t in weights.values())},
-             "weight_map": {name: file for file, names in zip(files, shards) for name in names}}
-    write_atomic(out_dir / INDEX_FILE, lambda temp: temp.write_text(json.dumps(index, indent=2), encoding="utf-8"))
-    remove_stale(out_dir, {INDEX_FILE, *files})
+        shard = {}
+        for name in names:
+            shard[name] = make(name)
+            progress(1)
+        write_tensors(shard, out_dir / file)
+        del shard
+    if len(shards) > 1:
+        index = {"metadata": {"total_size": sum(t.numel() * t.element_size() for t in layout.values())},
+                 "weight_map": {name: file for file, names in zip(files, shards) for name in names}}
+        write_atomic(out_dir / INDEX_FILE, lambda temp: temp.write_text(json.dumps(index, indent=2), encoding="utf-8"))
+    remove_stale(out_dir, {INDEX_FILE, *files} if len(shards) > 1 else {SINGLE_FILE})
 
 
 def resolve_model_dir(name_or_dir: str | Path) -> Path:
