@@ -26,7 +26,7 @@ import torch
 from tqdm import tqdm
 
 from ..paths import write_json
-from ..qwen3.weights import return_freed_memory
+from ..qwen3.heap import return_freed_memory
 
 GB = 1e9
 STATUS = Path("/proc/self/status")

@@ -5,8 +5,6 @@ Every name and shape is checked against the config before any tensor is read, an
 all problems are reported in one error. Pickle formats (.bin, .pt) are never opened.
 """
 
-import ctypes
-import functools
 import errno
 import json
 import os
@@ -27,6 +25,7 @@ from torch import Tensor
 
 from trainer.errors import TrainerError
 from trainer.paths import weights_dir, write_atomic
+from trainer.qwen3.heap import return_freed_memory
 from trainer.progress import Progress, no_progress
 from trainer.qwen3.config import Qwen3Config
 from trainer.qwen3.model import Weights
@@ -165,28 +164,6 @@ def load_weights(model_dir: str | Path, config: Qwen3Config, dtype: torch.dtype 
         return_freed_memory()
         progress(1)
     return weights
-
-
-def return_freed_memory() -> None:
-    """Give memory that freed temporaries leave inside the C heap back to the system.
-
-    glibc keeps freed blocks for reuse; with small quantized results landing between the
-    dense temporaries of the next tensors, the heap only grows (about 1 GB over a 4B model).
-    malloc_trim(0) releases the free pages at once. Other C libraries have no such call and
-    need none here.
-    """
-    malloc_trim = glibc_malloc_trim()
-    if malloc_trim is not None:
-        malloc_trim(0)
-
-
-@functools.cache
-def glibc_malloc_trim() -> Callable[[int], int] | None:
-    """glibc's malloc_trim, found among the symbols already loaded into this process; None elsewhere."""
-    try:
-        return getattr(ctypes.CDLL(None), "malloc_trim", None)
-    except (OSError, TypeError):  # TypeError: Windows cannot open the running program by None
-        return None
 
 
 def read_tensor(path: Path, name: str, dtype: torch.dtype | None, device: str | torch.device) -> Tensor:
