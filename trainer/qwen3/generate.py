@@ -24,7 +24,6 @@ from torch import Tensor
 from trainer.errors import TrainerError
 from trainer.progress import Progress, no_progress
 from trainer.qwen3.config import Qwen3Config
-from trainer.qwen3.heap import freed_memory_kept
 from trainer.qwen3.model import KVCache, LoraAdapter, Weights, forward_cached, project_to_logits
 from trainer.text.chat import render_chat
 from trainer.text.tokenizer import Tokenizer
@@ -167,8 +166,7 @@ def generate_greedy_batch(weights: Weights, config: Qwen3Config, prompts: Sequen
 
     Prompts are sorted by length and cut into batches of `batch_size`, so rows of a batch need
     little padding. LoRA dropout is off. pad_id only fills the padding (the mask hides it).
-    progress(n) after each batch of n prompts. Freed memory is kept for the next step meanwhile
-    (see trainer.qwen3.heap): on 4-bit weights each step dequantizes every projection again.
+    progress(n) after each batch of n prompts.
     """
     for prompt in prompts:
         check_settings(list(prompt), max_new_tokens, True, 1.0, 0, 1.0)
@@ -177,12 +175,11 @@ def generate_greedy_batch(weights: Weights, config: Qwen3Config, prompts: Sequen
     lora = None if lora is None else replace(lora, training=False)
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     replies: dict[int, Reply] = {}
-    with freed_memory_kept():
-        for start in range(0, len(order), batch_size):
-            chunk = order[start:start + batch_size]
-            batch = greedy_batch(weights, config, [prompts[i] for i in chunk], max_new_tokens, stop_ids, lora, pad_id)
-            replies.update(zip(chunk, batch))
-            progress(len(chunk))
+    for start in range(0, len(order), batch_size):
+        chunk = order[start:start + batch_size]
+        batch = greedy_batch(weights, config, [prompts[i] for i in chunk], max_new_tokens, stop_ids, lora, pad_id)
+        replies.update(zip(chunk, batch))
+        progress(len(chunk))
     return [replies[i] for i in range(len(prompts))]
 
 
