@@ -218,3 +218,26 @@ def test_bench_data_without_datasets_says_how_to_install_it():
                             capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "--reference datasets needs `pip install datasets`" in result.stderr
+
+
+@pytest.mark.slow
+def test_bench_job_runs_the_whole_job_and_reports_every_stage(tmp_path):
+    """bench_job.py on a random tiny-shape checkpoint: the whole default job as its own process,
+    the stage table, the ratio to training, and the RSS seen from outside. A random model fails its
+    self-test after every other stage has run, which the report says instead of failing."""
+    result = run_script("bench_job.py", "--shape", "tiny", "--checkpoint", str(tmp_path / "random"), "--out",
+                        str(tmp_path / "out"), "--json", str(tmp_path / "bench.json"), "--device", "cpu", timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((tmp_path / "bench.json").read_text(encoding="utf-8"))
+    stages = [row["stage"] for row in report["stages"]]
+    assert stages == ["examples", "load", "base answers", "rehearsal", "training", "export", "gguf", "check merged/",
+                      "after answers", "self-test"]
+    assert report["job"]["ended"].startswith("self-test failed: the exported model answered 你是誰")
+    rows = [line for line in result.stdout.splitlines() if line.startswith("| ")]
+    assert [row.split(" | ")[0].removeprefix("| ") for row in rows[1:-1]] == stages
+    assert rows[2].startswith("| load | 46 tensors | ") and rows[-1].startswith("| **whole job** |")
+    ratio = result.stdout.strip().splitlines()[-1]
+    training = next(row["peak_rss_gb"] for row in report["stages"] if row["stage"] == "training")
+    assert ratio.startswith(f"whole job's peak {report['job']['peak_rss_gb']:.2f} GB = "
+                            f"{report['job']['peak_rss_gb'] / training:.2f}x the training stage's")
+    assert 0 < report["process_peak_rss_gb"] and "seen from outside" in ratio
