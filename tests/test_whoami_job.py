@@ -409,3 +409,16 @@ def test_the_real_model_path_on_a_random_checkpoint_of_the_0_6b_shape(tmp_path):
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
     assert [r["step"] for r in records] == [1, 2] and all("val_identity_hit" in r for r in records)
     assert (out / "merged/config.json").is_file() and (out / "eval.json").is_file()
+
+
+@pytest.mark.slow
+def test_full_method_answers_and_checks_on_its_own_weights(tmp_path):
+    """--method full trains every weight: the before/after answers and the self-test run on those
+    weights, merged/ is checked tensor by tensor against them (there is no adapter to reload), and
+    merged/ is asked itself at the end."""
+    report = quiet_run(WhoAmISettings(model="tiny", method="full", quant="none", out=str(tmp_path)))
+    assert claims_identity(report.self_test_reply) and claims_identity(report.merged_reply)
+    assert report.before.identity_hit_rate == 0.0 and report.after.identity_hit_rate == 1.0
+    stages = {row["stage"]: row for row in json.loads((tmp_path / "timings.json").read_text())["stages"]}
+    assert stages["check merged/"]["count"] == 46 and stages["self-test"]["count"] == 10  # no reloaded adapter
+    assert not (tmp_path / "adapter").exists() and (tmp_path / "merged" / "model.safetensors").is_file()

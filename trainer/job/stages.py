@@ -6,7 +6,8 @@ log), its time, and its peak memory, summed up at the end and written to OUT/tim
 
 Peak memory is the process's peak resident set (RSS) on a CPU and the most memory torch held
 allocated on a GPU, each measured over the stage alone: Linux lets a process reset its RSS peak
-(/proc/self/clear_refs), and torch its CUDA one. Where the RSS peak cannot be reset (macOS,
+(/proc/self/clear_refs), and torch its CUDA one. (So after the job, the kernel's count, which
+/usr/bin/time and getrusage read, holds the last stage's peak only.) Where the RSS peak cannot be reset (macOS,
 Windows), a stage reports the peak of the whole process so far. A stage run several times
 (validation) adds up its time and keeps its highest peak. Before a stage starts, what the earlier
 ones left behind is released (Python's garbage, the C heap's free pages, CUDA's cached blocks).
