@@ -3,6 +3,7 @@ report that accounts for every row."""
 
 import csv
 import json
+import re
 import subprocess
 import sys
 import unicodedata
@@ -66,11 +67,70 @@ def test_sharegpt_with_a_function_call_and_its_observation(tmp_path):
     path = write_jsonl(tmp_path / "s.jsonl", [{"conversations": [
         {"from": "system", "value": "You can call tools."}, {"from": "human", "value": "Weather?"},
         {"from": "function_call", "value": '{"name": "weather", "arguments": {}}'},
-        {"from": "observation", "value": "sunny"}, {"from": "gpt", "value": "It is sunny."}]}])
+        {"from": "observation", "value": "sunny"}, {"from": "gpt", "value": "It is sunny."}],
+        "tools": '[{"name": "weather", "description": "Today\'s weather", "parameters": {}}]'}])
     assert str(detect_format(path)) == "sharegpt (jsonl)"
     [(_, messages)] = records(path)
     assert [m["role"] for m in messages] == ["system", "user", "assistant", "tool", "assistant"]
+    assert messages[2]["tool_calls"] == [{"type": "function", "function": {"name": "weather", "arguments": {}}}]
     assert messages[3]["content"] == "sunny"
+
+
+GLAIVE_TOOLS = [{"name": "get_news_headlines", "description": "Get the latest news headlines",
+                 "parameters": {"type": "object", "properties": {"country": {"type": "string"}},
+                                "required": ["country"]}},
+                {"name": "convert_currency", "description": "Convert an amount",
+                 "parameters": {"type": "object", "properties": {"amount": {"type": "number"}}}}]
+
+
+def glaive_row(*calls: dict, **extra) -> dict:
+    """A row as LLaMA-Factory's glaive_toolcall demos publish it: tools as a JSON string of bare schemas."""
+    return {"conversations": [{"from": "human", "value": "Headlines for the United States, and 5 USD in EUR?"},
+                              {"from": "function_call", "value": json.dumps(list(calls) if len(calls) > 1 else calls[0])},
+                              {"from": "observation", "value": '{"headlines": ["A", "B"]}'},
+                              {"from": "gpt", "value": "Here are the headlines: A, B."}],
+            "tools": json.dumps(GLAIVE_TOOLS)} | extra
+
+
+NEWS_CALL = {"name": "get_news_headlines", "arguments": {"country": "United States"}}
+MONEY_CALL = {"name": "convert_currency", "arguments": {"amount": 5}}
+
+
+def test_a_glaive_row_renders_as_the_same_conversation_in_the_messages_schema():
+    """tools as a JSON string of bare schemas, two calls in one function_call turn, an observation and a
+    top-level system: byte for byte what the messages schema says with OpenAI-style tools."""
+    glaive = to_conversation(glaive_row(NEWS_CALL, MONEY_CALL, system="Use the tools."), "sharegpt", "g.json:1")
+    written = {"messages": [
+        {"role": "system", "content": "Use the tools."},
+        {"role": "user", "content": "Headlines for the United States, and 5 USD in EUR?"},
+        {"role": "assistant", "content": None, "tool_calls": [{"type": "function", "function": NEWS_CALL},
+                                                              {"type": "function", "function": MONEY_CALL}]},
+        {"role": "tool", "content": '{"headlines": ["A", "B"]}'},
+        {"role": "assistant", "content": "Here are the headlines: A, B."}],
+        "tools": [{"type": "function", "function": tool} for tool in GLAIVE_TOOLS]}
+    messages = to_conversation(written, "messages", "m.jsonl:1")
+    rendered = render_chat(list(glaive.messages), tools=list(glaive.tools))
+    assert rendered == render_chat(list(messages.messages), tools=list(messages.tools))
+    assert rendered.startswith("<|im_start|>system\nUse the tools.\n\n# Tools\n")
+    assert '\n{"type": "function", "function": {"name": "get_news_headlines", ' in rendered
+    assert ('<|im_start|>assistant\n<tool_call>\n{"name": "get_news_headlines", "arguments": {"country": '
+            '"United States"}}\n</tool_call>\n<tool_call>\n{"name": "convert_currency", "arguments": {"amount": 5}}'
+            '\n</tool_call><|im_end|>') in rendered
+
+
+@pytest.mark.parametrize("row, reason", [
+    (glaive_row({"name": "book_flight", "arguments": {}}),
+     "function_call names 'book_flight', which is not among the row's tools (get_news_headlines, convert_currency)"),
+    (glaive_row({"name": "get_news_headlines", "arguments": "{country: US}"}),
+     "function_call 'get_news_headlines' has arguments that are not JSON"),
+    (glaive_row(NEWS_CALL, tools="[{name: x}]"), '"tools" is a string but not JSON'),
+    (glaive_row(NEWS_CALL) | {"conversations": [{"from": "human", "value": "Hi"},
+                                                {"from": "function_call", "value": "get_news_headlines(US)"}]},
+     "turn 1: function_call is not JSON"),
+])
+def test_a_tool_call_that_does_not_fit_its_row_is_rejected_with_the_reason(row, reason):
+    with pytest.raises(TrainerError, match=re.escape(reason)):
+        to_conversation(row, "sharegpt", "g.json:7")
 
 
 def test_csv_with_quoted_commas_and_newlines_and_named_columns(tmp_path):

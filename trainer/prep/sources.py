@@ -5,7 +5,12 @@ Formats (detected from the extension and the first record, and named in the repo
 - Alpaca: "instruction", "input", "output", optional "system" and "history" ([[user, assistant], ...]);
   the user turn is the instruction, then a blank line and the input when the input is not empty;
 - ShareGPT: "conversations" of {"from", "value"} with from = human / gpt / system / function_call /
-  observation (function_call -> an assistant turn, observation -> a tool turn);
+  observation, and an optional top-level "system" and "tools", as LLaMA-Factory and the glaive
+  tool-calling sets publish them: "tools" may be a JSON string of bare function schemas (each is
+  wrapped as {"type": "function", "function": schema}, the form Qwen's examples pass), a
+  function_call value is the JSON of one call {"name", "arguments"} or of a list of them (they
+  become the assistant turn's tool_calls, rendered as <tool_call> blocks), an observation is a tool
+  turn;
 - each of the three as JSONL or as one JSON list (a list is read whole; JSONL is streamed);
 - TSV `prompt<TAB>target` and CSV with a header (`prompt,target`, or other columns named with
   `columns`), streamed; quoted commas and newlines in CSV work;
@@ -195,7 +200,8 @@ def to_conversation(row: dict, schema: str, where: str) -> Conversation:
     if schema == "alpaca":
         return conversation_from_row(alpaca_messages(row, where) | keep_extras(row), where)
     if schema == "sharegpt":
-        return conversation_from_row(sharegpt_messages(row, where) | keep_extras(row), where)
+        tools = sharegpt_tools(row.get("tools"), where)
+        return conversation_from_row(keep_extras(row) | sharegpt_messages(row, tools, where), where)
     prompt, target = row.get("prompt"), row.get("target")
     if not isinstance(prompt, str) or not prompt.strip():
         raise TrainerError(f"{where}: the prompt is empty")
@@ -226,8 +232,9 @@ def alpaca_messages(row: dict, where: str) -> dict:
     return {"messages": messages + [{"role": "user", "content": user}, {"role": "assistant", "content": row["output"]}]}
 
 
-def sharegpt_messages(row: dict, where: str) -> dict:
-    """{"messages": [...]} from ShareGPT's {"from", "value"} turns."""
+def sharegpt_messages(row: dict, tools: list[dict] | None, where: str) -> dict:
+    """{"messages": [...], "tools": ...} from ShareGPT's {"from", "value"} turns, its top-level "system"
+    first (when the turns have no system turn of their own), function_call turns as tool calls."""
     turns = row.get("conversations")
     if not isinstance(turns, list) or not turns:
         raise TrainerError(f"{where}: ShareGPT rows need a non-empty \"conversations\" list")
@@ -237,5 +244,55 @@ def sharegpt_messages(row: dict, where: str) -> dict:
         if speaker not in SHAREGPT_ROLES:
             raise TrainerError(f"{where}: turn {index}: unknown speaker {speaker!r}; expected one of "
                                f"{', '.join(SHAREGPT_ROLES)}")
-        messages.append({"role": SHAREGPT_ROLES[speaker], "content": turn.get("value")})
-    return {"messages": messages}
+        if speaker == "function_call":
+            messages.append({"role": "assistant", "content": None,
+                             "tool_calls": function_calls(turn.get("value"), tools, f"{where}: turn {index}")})
+        else:
+            messages.append({"role": SHAREGPT_ROLES[speaker], "content": turn.get("value")})
+    system = row.get("system")
+    if isinstance(system, str) and system.strip() and messages[0]["role"] != "system":
+        messages.insert(0, {"role": "system", "content": system})
+    return {"messages": messages} | ({"tools": tools} if tools else {})
+
+
+def sharegpt_tools(value: object, where: str) -> list[dict] | None:
+    """A ShareGPT row's "tools": a list of tools or a JSON string of one (glaive, LLaMA-Factory); a
+    bare function schema {"name", "description", "parameters"} is wrapped as {"type": "function",
+    "function": schema}, the form Qwen's function-calling examples pass to the chat template."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as error:
+            raise TrainerError(f'{where}: "tools" is a string but not JSON ({error.msg} at column {error.colno})') from None
+    if not isinstance(value, list) or not all(isinstance(tool, dict) for tool in value):
+        raise TrainerError(f'{where}: "tools" must be a list of objects, or a JSON string holding one')
+    return [tool if "function" in tool else {"type": "function", "function": tool} for tool in value] or None
+
+
+def function_calls(value: object, tools: list[dict] | None, where: str) -> list[dict]:
+    """A function_call turn's value (the JSON of one {"name", "arguments"} call, or of a list of them)
+    as tool_calls; a call must name one of the row's tools, and its arguments must be JSON."""
+    try:
+        calls = json.loads(value) if isinstance(value, str) else None
+    except json.JSONDecodeError as error:
+        raise TrainerError(f"{where}: function_call is not JSON ({error.msg} at column {error.colno})") from None
+    calls = [calls] if isinstance(calls, dict) else calls
+    if not isinstance(calls, list) or not calls or not all(isinstance(call, dict) for call in calls):
+        raise TrainerError(f'{where}: function_call must be the JSON of a {{"name", "arguments"}} object or a list of them')
+    names = [tool["function"].get("name") for tool in tools or [] if isinstance(tool.get("function"), dict)]
+    for call in calls:
+        if call.get("name") not in names:
+            raise TrainerError(f"{where}: function_call names {call.get('name')!r}, which is not among the row's tools "
+                               f"({', '.join(map(str, names)) or 'none'})")
+        arguments = call.get("arguments", {})
+        if isinstance(arguments, str):
+            try:
+                arguments = json.loads(arguments)
+            except json.JSONDecodeError:
+                raise TrainerError(f"{where}: function_call {call['name']!r} has arguments that are not JSON") from None
+        if not isinstance(arguments, dict):
+            raise TrainerError(f"{where}: function_call {call['name']!r} arguments must be a JSON object")
+        call["arguments"] = arguments
+    return [{"type": "function", "function": {"name": call["name"], "arguments": call["arguments"]}} for call in calls]
