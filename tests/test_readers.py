@@ -5,7 +5,9 @@ import json
 import pytest
 
 from trainer import TrainerError, read_jsonl, read_samples, read_tsv
-from trainer.text.readers import Conversation, PromptTarget
+from trainer.text.chat import render_chat
+from trainer.text.data import IGNORE_INDEX, example_from_messages
+from trainer.text.readers import Conversation, PromptTarget, conversation_from_row
 
 
 def write(tmp_path, name, text):
@@ -106,3 +108,57 @@ def test_read_samples_picks_the_reader_by_extension(tmp_path):
     assert isinstance(read_samples(jsonl)[0], Conversation)
     with pytest.raises(TrainerError, match="unknown data format '.csv'"):
         read_samples(write(tmp_path, "d.csv", "q,a"))
+
+
+# ---------------------------------------------------------------------------
+# The OpenAI chat format: content parts, per-message weight (and LLaMA-Factory's loss_weight)
+# ---------------------------------------------------------------------------
+
+OPENAI_ROW = {"messages": [
+    {"role": "system", "content": [{"type": "text", "text": "Be brief."}]},
+    {"role": "user", "content": [{"type": "text", "text": "2+2?"}, {"type": "text", "text": "One number."}]},
+    {"role": "assistant", "content": "5", "weight": 0},
+    {"role": "user", "content": "Are you sure?", "name": "ann"},
+    {"role": "assistant", "content": [{"type": "text", "text": "Sorry: 4."}], "weight": 1}]}
+
+
+def test_content_parts_are_joined_by_a_newline_and_other_fields_pass_unrendered():
+    conversation = conversation_from_row(OPENAI_ROW, "o.jsonl:1")
+    assert conversation.messages[1]["content"] == "2+2?\nOne number."
+    assert conversation.messages[4]["content"] == "Sorry: 4."
+    plain = [{"role": m["role"], "content": m["content"]} for m in conversation.messages]
+    assert render_chat(list(conversation.messages)) == render_chat(plain)  # weight and name are not rendered
+
+
+@pytest.mark.parametrize("part, kind", [({"type": "image_url", "image_url": {"url": "x.png"}}, "'image_url'"),
+                                        ({"type": "input_audio", "input_audio": {}}, "'input_audio'"),
+                                        ("just text", "'str'")])
+def test_a_part_that_is_not_text_rejects_the_row_naming_its_type(part, kind):
+    row = {"messages": [{"role": "user", "content": [{"type": "text", "text": "What is this?"}, part]},
+                        {"role": "assistant", "content": "A cat."}]}
+    with pytest.raises(TrainerError, match=f"o.jsonl:3: message 0: content part 1 is {kind}, not text"):
+        conversation_from_row(row, "o.jsonl:3")
+
+
+@pytest.mark.parametrize("key", ["weight", "loss_weight"])
+def test_a_turn_weighted_out_carries_no_loss_and_stays_in_the_context(qwen_tokenizer, key):
+    """The labels of the row whose first answer has weight 0 are those of the same row where only the
+    last answer is learned; its text is the same too."""
+    row = {"messages": [{(key if name == "weight" else name): value for name, value in m.items()}
+                        for m in OPENAI_ROW["messages"]]}
+    weighted = conversation_from_row(row, "o.jsonl:1")
+    plain = [{"role": m["role"], "content": m["content"]} for m in weighted.messages]
+    ours = example_from_messages(qwen_tokenizer, weighted.messages, 96)
+    last_only = example_from_messages(qwen_tokenizer, plain, 96, last_turn_only=True)
+    assert ours.input_ids == last_only.input_ids and ours.labels == last_only.labels
+    graded = qwen_tokenizer.decode([label for label in ours.labels if label != IGNORE_INDEX])
+    assert graded == "Sorry: 4.<|im_end|>" and "5" in qwen_tokenizer.decode(ours.input_ids)
+
+
+def test_a_row_with_every_answer_weighted_out_or_an_odd_weight_is_refused():
+    nothing = {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello", "weight": 0}]}
+    with pytest.raises(TrainerError, match="o.jsonl:4: nothing to learn: every assistant turn has weight 0"):
+        conversation_from_row(nothing, "o.jsonl:4")
+    odd = {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello", "weight": 0.5}]}
+    with pytest.raises(TrainerError, match=r"message 1: weight must be 0 \(do not learn this turn\) or 1, got 0.5"):
+        conversation_from_row(odd, "o.jsonl:5")

@@ -166,8 +166,15 @@ QWEN3_CHAT_TEMPLATE = r"""
 """.strip()
 
 
+def carries_loss(message: dict) -> bool:
+    """An assistant turn is learned unless it says otherwise: OpenAI's per-message "weight": 0, or
+    LLaMA-Factory's "loss_weight": 0 (a wrong answer that the next turn corrects, say)."""
+    return message.get("role") == "assistant" and message.get("weight", message.get("loss_weight", 1)) != 0
+
+
 def answer_spans(messages: Sequence[dict], tools: Sequence[dict] | None = None) -> list[tuple[int, int]]:
-    """Character spans [start, end) of each assistant turn's output in render_chat(messages).
+    """Character spans [start, end) of each learned assistant turn's output in render_chat(messages)
+    (a turn weighted out stays in the text, as context, without a span).
 
     A span starts after "<|im_start|>assistant\\n" and ends after that turn's "<|im_end|>"
     (tool calls included: they are the assistant's output too). The template only appends,
@@ -175,7 +182,7 @@ def answer_spans(messages: Sequence[dict], tools: Sequence[dict] | None = None) 
     """
     spans = []
     for i, message in enumerate(messages):
-        if message.get("role") == "assistant":
+        if carries_loss(message):
             start = len(render_chat(list(messages[:i]), add_generation_prompt=True, tools=tools))
             end = len(render_chat(list(messages[: i + 1]), tools=tools)) - len("\n")
             spans.append((start, end))

@@ -9,8 +9,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import TrainerError
+from .chat import carries_loss
 
 ROLES = ("system", "user", "assistant", "tool")
+PART_SEPARATOR = "\n"  # between the text parts of one message's content, as vLLM joins them when serving
 
 
 @dataclass(frozen=True)
@@ -108,15 +110,34 @@ def conversation_from_row(row: object, source: str) -> Conversation:
     """A row already parsed from JSON, validated as the guide's schema (see parse_conversation)."""
     if not isinstance(row, dict) or not isinstance(row.get("messages"), list) or not row["messages"]:
         raise TrainerError(f'{source}: expected an object with a non-empty "messages" list')
-    for index, message in enumerate(row["messages"]):
+    messages = tuple(_joined_parts(message, f"{source}: message {index}") for index, message in enumerate(row["messages"]))
+    for index, message in enumerate(messages):
         _check_message(message, f"{source}: message {index}")
-    if not any(m["role"] == "assistant" for m in row["messages"]):
+    if not any(m["role"] == "assistant" for m in messages):
         raise TrainerError(f"{source}: no assistant turn to learn from")
+    if not any(carries_loss(m) for m in messages):
+        raise TrainerError(f"{source}: nothing to learn: every assistant turn has weight 0")
     tools = _check_tools(row.get("tools"), source)
     tags = row.get("tags") or []
     if not isinstance(tags, list) or not all(isinstance(tag, str) for tag in tags):
         raise TrainerError(f'{source}: "tags" must be a list of strings')
-    return Conversation(tuple(row["messages"]), tools, _optional_id(row.get("id")), tuple(tags), source)
+    return Conversation(messages, tools, _optional_id(row.get("id")), tuple(tags), source)
+
+
+def _joined_parts(message: object, where: str) -> object:
+    """OpenAI's content as a list of parts ([{"type": "text", "text": ...}]) -> one string, the text
+    parts joined by PART_SEPARATOR; a part of another type (an image, audio) cannot be trained on
+    by a text model, so the row is refused naming it. Other messages pass as they are."""
+    if not isinstance(message, dict) or not isinstance(message.get("content"), list):
+        return message
+    texts = []
+    for number, part in enumerate(message["content"]):
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind != "text" or not isinstance(part.get("text"), str):
+            raise TrainerError(f"{where}: content part {number} is {kind or type(part).__name__!r}, not text; "
+                               f"only text parts can be trained on")
+        texts.append(part["text"])
+    return message | {"content": PART_SEPARATOR.join(texts)}
 
 
 def _check_message(message: object, where: str) -> None:
@@ -128,6 +149,9 @@ def _check_message(message: object, where: str) -> None:
         raise TrainerError(f"{where}: unknown role {role!r}; expected one of {', '.join(ROLES)}")
     content = message.get("content")
     calls = message.get("tool_calls")
+    for key in ("weight", "loss_weight"):
+        if key in message and (message[key] not in (0, 1) or isinstance(message[key], str)):
+            raise TrainerError(f"{where}: {key} must be 0 (do not learn this turn) or 1, got {message[key]!r}")
     if role == "assistant" and calls:
         _check_tool_calls(calls, where)
         if content is not None and not isinstance(content, str):
