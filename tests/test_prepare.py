@@ -1,6 +1,7 @@
 """Preparing your own data: readers, normalisation, checks, deduplication, the split, mixing, and a
 report that accounts for every row."""
 
+import ast
 import csv
 import json
 import re
@@ -502,3 +503,37 @@ def test_one_ahead_keeps_the_order_and_starts_the_next_item_before_this_one_is_h
         events.append(f"handle {item} ({result})")
     assert events == ["work 0", "work 1", "handle 0 (0)", "work 2", "handle 1 (10)", "handle 2 (20)"]
     assert list(one_ahead(RunAtOnce(), work, [])) == []
+
+
+@pytest.mark.parametrize("name, content, row, graded", [
+    ("rows.jsonl", [{"messages": [{"role": "user", "content": "2+2?"}, {"role": "assistant", "content": "5", "weight": 0},
+                                  {"role": "user", "content": "Sure?"}, {"role": "assistant", "content": "4"}]}], 1,
+     ["4", "<|im_end|>"]),
+    ("alpaca.json", [{"instruction": "Name a fruit", "input": "", "output": "apple", "system": "Be brief."},
+                     {"instruction": "Translate", "input": "貓", "output": "cat"}], 2, ["cat", "<|im_end|>"]),
+    ("glaive.json", [glaive_row(NEWS_CALL)], 1, None),
+    ("pairs.tsv", "你是誰\t我是 F# 之神\n", 1, ["我是", " F", "#", " ", "之", "神", "<|im_end|>"]),
+    ("faq.csv", "prompt,target\n\"Hi, there\",Hello\n", 1, ["Hello", "<|im_end|>"]),
+])
+def test_show_example_shows_which_tokens_of_any_row_are_graded(tmp_path, name, content, row, graded):
+    """show_example.py --data FILE --row N, for each format: the rendered row, then which positions are
+    graded; a turn weighted out (weight 0) is read but not graded."""
+    from trainer.commands.show_example import main as show_main
+
+    path = tmp_path / name
+    if isinstance(content, str):
+        path.write_text(content, encoding="utf-8")
+    elif name.endswith(".jsonl"):
+        write_jsonl(path, content)
+    else:
+        path.write_text(json.dumps(content, ensure_ascii=False), encoding="utf-8")
+    result = CliRunner().invoke(show_main, ["--data", str(path), "--row", str(row), "--seq-len", "400"])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith(f"{path}:")
+    next_tokens = [ast.literal_eval(line[26:47].strip()) for line in result.output.splitlines()
+                   if line.endswith("yes (answer)")]
+    if graded is None:  # the glaive row: both the tool call and the final answer are graded
+        assert "".join(next_tokens).startswith("<tool_call>") and "".join(next_tokens).endswith("A, B.<|im_end|>")
+    else:
+        assert next_tokens == graded
+    assert result.output.splitlines()[-1].endswith(f"{len(next_tokens)} graded answer tokens")

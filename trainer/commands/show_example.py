@@ -1,35 +1,70 @@
-"""Show, token by token, how one (prompt, answer) pair becomes a training example.
+"""Show, token by token, how one row becomes a training example: which positions are graded.
 
     python scripts/show_example.py --prompt 你是誰 --target "我是 F# 之神"
+    python scripts/show_example.py --data my_rows.jsonl --row 3        # any format prepare_data.py reads
 
 Prints the rendered chat text, then one row per position: what the model reads, what it
-must predict, and whether that prediction is graded (the answer) or ignored (the prompt).
+must predict, and whether that prediction is graded (answer text the row teaches) or not (the
+prompt, or a turn weighted out). The user's check of their own data before a long run.
 """
+
+from itertools import islice
+from pathlib import Path
 
 import click
 
 from .. import IGNORE_INDEX, example_from_prompt_target, load_tokenizer, render_chat
 from ..cli import user_errors_as_messages
+from ..errors import TrainerError
+from ..prep.sources import detect_format, stream_records, to_conversation
+from ..text.data import Example, example_from_messages
+from ..text.readers import Conversation
+from ..text.tokenizer import Tokenizer
 
 
-@click.command()
-@click.option("--prompt", default="你是誰", show_default=True, help="The user's question.")
-@click.option("--target", default="我是 F# 之神", show_default=True, help="The answer the model should learn.")
-@click.option("--seq-len", default=96, show_default=True, help="Keep at most this many positions (from the right).")
-@click.option("--tokenizer", "tokenizer_name", default="tiny", show_default=True,
-              help="`tiny` (the offline Qwen3 tokenizer) or a model directory with tokenizer.json.")
-@user_errors_as_messages
-def main(prompt: str, target: str, seq_len: int, tokenizer_name: str) -> None:
-    tokenizer = load_tokenizer(tokenizer_name)
-    rendered = render_chat([{"role": "user", "content": prompt}], add_generation_prompt=True)
-    click.echo(f"rendered prompt + answer:\n{rendered}{target}<|im_end|>\n")
-    example = example_from_prompt_target(tokenizer, prompt, target, seq_len)
+def conversation_at(path: Path, row: int) -> Conversation:
+    """Row `row` (1 = the first record) of a data file in any format prepare_data.py reads."""
+    source_format = detect_format(path)
+    record = next(islice(stream_records(path, source_format), row - 1, None), None)
+    if record is None:
+        raise TrainerError(f"--row {row}: {path} has fewer rows")
+    if record.row is None:
+        raise TrainerError(f"{record.where}: {record.problem}")
+    return to_conversation(record.row, source_format.schema, record.where)
+
+
+def show_positions(tokenizer: Tokenizer, example: Example) -> None:
+    """One line per position: what is read, what comes next, and whether that is graded."""
     next_ids = example.input_ids[1:] + example.labels[-1:]  # the shift, undone for display
     click.echo(f"{'pos':>4}  {'reads':<20} {'next token':<20} graded")
     for position, (read, following, label) in enumerate(zip(example.input_ids, next_ids, example.labels)):
         graded = "yes (answer)" if label != IGNORE_INDEX else "no (prompt)"
         click.echo(f"{position:>4}  {tokenizer.decode([read])!r:<20} {tokenizer.decode([following])!r:<20} {graded}")
     click.echo(f"\n{len(example.input_ids)} positions, {example.answer_token_count} graded answer tokens")
+
+
+@click.command()
+@click.option("--prompt", default="你是誰", show_default=True, help="The user's question.")
+@click.option("--target", default="我是 F# 之神", show_default=True, help="The answer the model should learn.")
+@click.option("--data", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Show a row of this data file instead (JSONL, JSON list, TSV, CSV, Parquet; any convention "
+                   "prepare_data.py reads).")
+@click.option("--row", type=click.IntRange(min=1), default=1, show_default=True, help="Which row of --data (1 = the first).")
+@click.option("--seq-len", default=96, show_default=True, help="Keep at most this many positions (from the right).")
+@click.option("--tokenizer", "tokenizer_name", default="tiny", show_default=True,
+              help="`tiny` (the offline Qwen3 tokenizer) or a model directory with tokenizer.json.")
+@user_errors_as_messages
+def main(prompt: str, target: str, data: Path | None, row: int, seq_len: int, tokenizer_name: str) -> None:
+    tokenizer = load_tokenizer(tokenizer_name)
+    if data is None:
+        rendered = render_chat([{"role": "user", "content": prompt}], add_generation_prompt=True)
+        click.echo(f"rendered prompt + answer:\n{rendered}{target}<|im_end|>\n")
+        show_positions(tokenizer, example_from_prompt_target(tokenizer, prompt, target, seq_len))
+        return
+    conversation = conversation_at(data, row)
+    tools = list(conversation.tools) if conversation.tools else None
+    click.echo(f"{conversation.source}, rendered:\n{render_chat(list(conversation.messages), tools=tools)}")
+    show_positions(tokenizer, example_from_messages(tokenizer, conversation.messages, seq_len, tools))
 
 
 if __name__ == "__main__":
