@@ -16,15 +16,14 @@ import torch
 
 from trainer.cli import user_errors_as_messages
 from trainer.errors import TrainerError
-from trainer.job.evaluate import built_in_eval_sets
+from trainer.job.evaluate import built_in_eval_sets, questions_of
 from trainer.job.loading import load_model
 from trainer.qwen3.generate import generate, generate_greedy_batch
 from trainer.text.chat import render_chat
 
 
 def evaluation_prompts(limit: int | None) -> list[str]:
-    sets = built_in_eval_sets()
-    questions = list(dict.fromkeys([*sets.identity, *(f.question for f in sets.facts), *sets.general]))
+    questions = questions_of(built_in_eval_sets())
     return questions[:limit] if limit else questions
 
 

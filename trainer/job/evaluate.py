@@ -64,12 +64,17 @@ class EvalReport:
     val_scores: dict[str, float] | None = None  # a prepared folder's val.jsonl (see trainer.job.validation.prepared_scores)
 
 
+def questions_of(sets: EvalSets) -> list[str]:
+    """Every question of the sets once, in order: identity wordings, facts, ordinary prompts."""
+    return list(dict.fromkeys([*sets.identity, *(fact.question for fact in sets.facts), *sets.general]))
+
+
 def evaluate_whoami(weights: Weights, config: Qwen3Config, tokenizer: Tokenizer, sets: EvalSets,
                     lora: LoraAdapter | None = None, base_replies: dict[str, str] | None = None,
                     max_new_tokens: int = REPLY_TOKENS, progress: Progress = no_progress) -> EvalReport:
     """Generate a reply to every question once (batched; progress(n) per batch of n), then count."""
     facts = [f.question for f in sets.facts]
-    questions = list(dict.fromkeys([*sets.identity, *facts, *sets.general]))
+    questions = questions_of(sets)
     answers = answer_questions(weights, config, tokenizer, questions, max_new_tokens, lora, progress=progress)
     replies = {q: a.text for q, a in zip(questions, answers)}
     unchanged = None if base_replies is None else mean(replies[q] == base_replies.get(q) for q in sets.general)

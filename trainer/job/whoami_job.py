@@ -38,7 +38,7 @@ from ..training.checkpoint import TrainState
 from ..training.loss import LOSSES
 from ..training.train import is_distributed, rank_and_world
 from .checks import ask_merged, dense_gb, merged_check_due, probe_questions, self_test
-from .evaluate import EvalReport, built_in_eval_sets, evaluate_whoami
+from .evaluate import EvalReport, built_in_eval_sets, evaluate_whoami, questions_of
 from .examples import PreparedValidation, build_examples, mark_kl_positions, prepared_validation, training_samples
 from .export import check_merged, export, merged_tensors
 from .gguf_export import gguf_file_name, write_gguf, write_modelfile
@@ -262,8 +262,7 @@ def evaluate_stage(stages: Stages, name: str, model: LoadedModel, lora: LoraAdap
     """The who-am-i evaluation on the built-in held-out prompts, and a prepared --data folder's val.jsonl,
     as stage `name`."""
     sets = built_in_eval_sets()
-    size = len({*sets.identity, *(f.question for f in sets.facts), *sets.general}) + \
-        (sum(map(len, prepared)) if prepared else 0)
+    size = len(questions_of(sets)) + (sum(map(len, prepared)) if prepared else 0)
     with stages.stage(name, total=size, unit="prompt") as bar:
         report = evaluate_whoami(model.weights, model.config, model.tokenizer, sets, lora, base_replies, reply_tokens,
                                  bar.update)
