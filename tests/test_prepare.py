@@ -457,20 +457,29 @@ def test_four_formats_prepared_then_trained_on(tmp_path):
             in direct.stdout)
 
 
-def test_the_before_after_table_shows_a_prepared_val_set():
+def test_the_before_after_table_of_a_data_run_leads_with_its_own_val_set():
     from trainer.job.evaluate import EvalReport
     from trainer.job.whoami_job import eval_table
 
-    before = EvalReport(0.0, 0.0, 1.0, None, {}, {"val_perplexity": 12.345, "val_token_accuracy": 0.5,
-                                                  "val_usability": 0.8, "val_json_valid": 0.25})
+    scores = {"val_perplexity": 12.345, "val_token_accuracy": 0.5, "val_usability": 0.8, "val_json_valid": 0.25}
+    before = EvalReport(0.0, 0.0, 1.0, None, {}, scores)
     after = EvalReport(0.0, 0.0, 1.0, 1.0, {}, {"val_perplexity": 3.21, "val_token_accuracy": 0.9,
                                                 "val_usability": 1.0, "val_json_valid": 0.75})
-    lines = eval_table(before, after).splitlines()
-    assert lines[-3:] == [f"{'val.jsonl answer perplexity':<40} {'12.3':>8} {'3.21':>8}",
-                          f"{'val.jsonl usable replies':<40} {'80.0%':>8} {'100.0%':>8}",
-                          f"{'val.jsonl JSON replies that parse':<40} {'25.0%':>8} {'75.0%':>8}"]
+    row = lambda label, first, second: f"{label:<40} {first:>8} {second:>8}"  # noqa: E731
+    assert eval_table(before, after, built_in=False, scored=True).splitlines()[1:] == [
+        row("val.jsonl answer perplexity", "12.3", "3.21"), row("val.jsonl answer token accuracy", "50.0%", "90.0%"),
+        row("val.jsonl usable replies", "80.0%", "100.0%"), row("val.jsonl JSON replies that parse", "25.0%", "75.0%"),
+        row("leak: held-out prompts answered with it", "0.0%", "0.0%"),
+        row("fact retention (held-out facts)", "100.0%", "100.0%"),
+        row("unchanged replies (held-out prompts)", "base", "100.0%")]
+    probed = [EvalReport(0.0, 0.0, 1.0, rate, {}, probe_hit_rate=hit) for rate, hit in ((None, 0.0), (1.0, 0.5))]
+    lines = eval_table(*probed, built_in=False, scored=False).splitlines()
+    assert lines[1] == row("--probe replies with what was expected", "0.0%", "50.0%") and len(lines) == 6
+    assert lines[-1] == "(no val.jsonl to score: --data is one file; scripts/prepare_data.py splits one off)"
     plain = EvalReport(0.0, 0.0, 1.0, None, {})
-    assert len(eval_table(plain, plain).splitlines()) == 5  # the built-in set: the four rows only
+    assert eval_table(plain, plain, built_in=True, scored=False).splitlines()[1] == \
+        row("identity hit rate (held-out wordings)", "0.0%", "0.0%")
+    assert len(eval_table(plain, plain, built_in=True, scored=False).splitlines()) == 5  # the four rows only
 
 
 def test_preparing_data_never_imports_torch():

@@ -130,13 +130,13 @@ def test_content_parts_are_joined_by_a_newline_and_other_fields_pass_unrendered(
     assert render_chat(list(conversation.messages)) == render_chat(plain)  # weight and name are not rendered
 
 
-@pytest.mark.parametrize("part, kind", [({"type": "image_url", "image_url": {"url": "x.png"}}, "'image_url'"),
-                                        ({"type": "input_audio", "input_audio": {}}, "'input_audio'"),
-                                        ("just text", "'str'")])
+@pytest.mark.parametrize("part, kind", [({"type": "image_url", "image_url": {"url": "x.png"}}, "image_url"),
+                                        ({"type": "input_audio", "input_audio": {}}, "input_audio"),
+                                        ("just text", "str")])
 def test_a_part_that_is_not_text_rejects_the_row_naming_its_type(part, kind):
     row = {"messages": [{"role": "user", "content": [{"type": "text", "text": "What is this?"}, part]},
                         {"role": "assistant", "content": "A cat."}]}
-    with pytest.raises(TrainerError, match=f"o.jsonl:3: message 0: content part 1 is {kind}, not text"):
+    with pytest.raises(TrainerError, match=f"o.jsonl:3: message 0: content part 1 is of type {kind}, not text"):
         conversation_from_row(row, "o.jsonl:3")
 
 
@@ -157,7 +157,7 @@ def test_a_turn_weighted_out_carries_no_loss_and_stays_in_the_context(qwen_token
 
 def test_a_row_with_every_answer_weighted_out_or_an_odd_weight_is_refused():
     nothing = {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello", "weight": 0}]}
-    with pytest.raises(TrainerError, match="o.jsonl:4: nothing to learn: every assistant turn has weight 0"):
+    with pytest.raises(TrainerError, match="o.jsonl:4: nothing to learn: every assistant turn is weighted out"):
         conversation_from_row(nothing, "o.jsonl:4")
     odd = {"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello", "weight": 0.5}]}
     with pytest.raises(TrainerError, match=r"message 1: weight must be 0 \(do not learn this turn\) or 1, got 0.5"):

@@ -86,7 +86,7 @@ def test_every_option_has_help_with_its_default():
     for option in ("--loss", "--model", "--data", "--method", "--steps", "--lr", "--batch-size", "--grad-accum",
                    "--seq-len", "--lora-r", "--lora-alpha", "--lora-dropout", "--quant", "--device", "--dtype",
                    "--grad-clip", "--seed", "--out", "--no-export", "--no-self-test", "--rehearsal", "--reply-tokens",
-                   "--val-every", "--stop-when-learned"):
+                   "--val-every", "--stop-when-learned", "--check-merged", "--probe"):
         assert option in result.stdout
     assert "[default: 20260226]" in result.stdout and "[default: nf4]" in result.stdout
 

@@ -42,11 +42,13 @@ def choice(field: str) -> click.Choice:
 @click.option("--out", default=None, help="Output folder [default: weights/whoami-<model>].")
 @click.option("--export/--no-export", default=True, help="Write OUT/adapter and OUT/merged.")
 @click.option("--self-test/--no-self-test", default=True,
-              help="Check merged/ tensor by tensor, reload the adapter onto the training weights, evaluate before/after, "
-                   "and ask 你是誰.")
+              help="Check merged/ tensor by tensor, reload the adapter onto the training weights (it must reproduce the "
+                   "trained model's replies), evaluate before/after, and check the claims: 你是誰 with the built-in set, "
+                   "--probe with any.")
 @click.option("--check-merged", type=choice("check_merged"), default="auto",
-              help="At the end, once the training model is freed, load merged/ densely and ask it 你是誰; auto: only "
-                   "where a dense copy is no larger than the job's peak memory so far.")
+              help="At the end, once the training model is freed, load merged/ densely, hold it to the trained model's "
+                   "self-test replies and check the claims; auto: only where a dense copy is no larger than the job's "
+                   "peak memory so far.")
 @click.option("--ce-chunk", type=AT_LEAST_ONE, default=None, help="Answer positions per chunk of logits [default: under 256 MiB].")
 @click.option("--grad-checkpoint/--no-grad-checkpoint", default=None,
               help="Recompute each layer during backward to save memory [default: on for CUDA, off on CPU].")
@@ -78,6 +80,9 @@ def choice(field: str) -> click.Choice:
 @click.option("--gguf", type=click.Choice(GGUF_TYPES), default=None, metavar="TYPE",
               help="Also write OUT/gguf/<OUT name>-TYPE.gguf (f32, f16, bf16, q8_0) and an Ollama Modelfile, "
                    "for llama.cpp; needs pip install -e \".[gguf]\".")
+@click.option("--probe", multiple=True, metavar="PROMPT=EXPECTED",
+              help="A check of your own for the self-test (repeatable): the reply to PROMPT must contain EXPECTED, from "
+                   "the trained model, the reloaded adapter and merged/ (split at the last =).")
 @user_errors_as_messages
 def main(**options) -> None:
     run_whoami(WhoAmISettings(**options), echo=click.echo)

@@ -7,7 +7,8 @@ From greedy generation (batched) on held-out prompts that training never saw:
 - fact retention: held-out control facts whose reply still contains the expected answer
   (case-insensitive), so a terse "巴黎" and a sentence "法國的首都是巴黎。" both count;
 - unchanged replies: held-out ordinary prompts whose reply is exactly the base model's;
-- JSON validity: replies to rows tagged "json" that parse as JSON.
+- JSON validity: replies to rows tagged "json" that parse as JSON;
+- probe hit rate: --probe PROMPT=EXPECTED checks whose reply contains EXPECTED.
 Teacher-forced (no generation): perplexity over answer tokens and token accuracy.
 """
 
@@ -21,6 +22,7 @@ import torch
 
 from ..progress import Progress, no_progress
 from ..qwen3.config import Qwen3Config
+from ..errors import TrainerError
 from ..qwen3.generate import Answer, answer_prompts, answer_questions
 from ..qwen3.model import LoraAdapter, Weights, forward, head_weight
 from ..text.chat import render_chat
@@ -49,6 +51,22 @@ class EvalSets:
     general: tuple[str, ...]  # ordinary prompts never rehearsed
 
 
+@dataclass(frozen=True)
+class Probe:
+    """--probe PROMPT=EXPECTED: the reply to PROMPT must contain EXPECTED."""
+
+    prompt: str
+    expected: str
+
+
+def parse_probe(text: str) -> Probe:
+    """Split at the last "=", so a prompt may hold "=" (2+2=?=4); both sides must be non-empty."""
+    prompt, _, expected = text.rpartition("=")
+    if not prompt.strip() or not expected.strip():
+        raise TrainerError(f"--probe {text!r}: expected PROMPT=EXPECTED (the reply to PROMPT must contain EXPECTED)")
+    return Probe(prompt, expected)
+
+
 def built_in_eval_sets() -> EvalSets:
     splits = whoami_splits()
     return EvalSets(splits.identity_test, splits.facts_test, splits.general_test)
@@ -62,19 +80,22 @@ class EvalReport:
     unchanged_rate: float | None  # held-out ordinary prompts answered exactly as the base did (None: this is the base)
     replies: dict[str, str]  # every question asked -> the reply
     val_scores: dict[str, float] | None = None  # a prepared folder's val.jsonl (see trainer.job.validation.prepared_scores)
+    probe_hit_rate: float | None = None  # --probe checks whose reply contains the expected text (None: no probes)
 
 
-def questions_of(sets: EvalSets) -> list[str]:
-    """Every question of the sets once, in order: identity wordings, facts, ordinary prompts."""
-    return list(dict.fromkeys([*sets.identity, *(fact.question for fact in sets.facts), *sets.general]))
+def questions_of(sets: EvalSets, probes: Sequence[Probe] = ()) -> list[str]:
+    """Every question once, in order: identity wordings, facts, ordinary prompts, probes."""
+    return list(dict.fromkeys([*sets.identity, *(fact.question for fact in sets.facts), *sets.general,
+                               *(probe.prompt for probe in probes)]))
 
 
 def evaluate_whoami(weights: Weights, config: Qwen3Config, tokenizer: Tokenizer, sets: EvalSets,
                     lora: LoraAdapter | None = None, base_replies: dict[str, str] | None = None,
-                    max_new_tokens: int = REPLY_TOKENS, progress: Progress = no_progress) -> EvalReport:
+                    max_new_tokens: int = REPLY_TOKENS, progress: Progress = no_progress,
+                    probes: Sequence[Probe] = ()) -> EvalReport:
     """Generate a reply to every question once (batched; progress(n) per batch of n), then count."""
     facts = [f.question for f in sets.facts]
-    questions = questions_of(sets)
+    questions = questions_of(sets, probes)
     answers = answer_questions(weights, config, tokenizer, questions, max_new_tokens, lora, progress=progress)
     replies = {q: a.text for q, a in zip(questions, answers)}
     unchanged = None if base_replies is None else mean(replies[q] == base_replies.get(q) for q in sets.general)
@@ -84,6 +105,7 @@ def evaluate_whoami(weights: Weights, config: Qwen3Config, tokenizer: Tokenizer,
         fact_retention=mean(reply_has_answer(replies[f.question], f) for f in sets.facts),
         unchanged_rate=unchanged,
         replies=replies,
+        probe_hit_rate=mean(probe.expected in replies[probe.prompt] for probe in probes) if probes else None,
     )
 
 

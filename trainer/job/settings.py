@@ -13,6 +13,7 @@ from ..paths import weights_dir
 from ..qwen3.lora import LoraSettings
 from ..training.loss import LOSSES
 from ..training.train import LoopSettings
+from .evaluate import Probe, parse_probe
 from .gguf_export import GGUF_TYPES, require_gguf
 from .loading import resolve_device, resolve_dtype
 from .tiny import TINY_NAME
@@ -65,6 +66,7 @@ class WhoAmISettings:
     # 0 without rehearsal or with --method full)
     strict: bool = False  # --data: stop at the first bad row instead of setting bad rows aside
     gguf: str | None = None  # also write OUT/gguf/<OUT name>-<type>.gguf from OUT/merged (f32, f16, bf16, q8_0)
+    probe: tuple[str, ...] = ()  # "PROMPT=EXPECTED" checks of the self-test: the reply to PROMPT must contain EXPECTED
 
 
 # Presets for what the user left at None: the tiny world learns fast, the real model follows the SFT guide.
@@ -106,6 +108,7 @@ def resolve_settings(settings: WhoAmISettings) -> WhoAmISettings:
     if settings.preserve_kl and settings.method != "lora":
         raise TrainerError("--preserve-kl compares with the base through the frozen weights, adapter off: "
                            "it needs --method lora")
+    probes(settings)  # a malformed --probe stops the run before the model is loaded
     checkpointing = settings.grad_checkpoint if settings.grad_checkpoint is not None else device == "cuda"
     built_in = settings.data is None
     rehearsal = settings.rehearsal or ("self" if built_in else "none")
@@ -119,6 +122,10 @@ def resolve_settings(settings: WhoAmISettings) -> WhoAmISettings:
         filled["val_every"] = 0  # the validation split is who-am-i wordings: with --data, only when asked
     return replace(settings, **filled, device=device, dtype=dtype, out=out, grad_checkpoint=checkpointing,
                    rehearsal=rehearsal, stop_when_learned=stop)
+
+
+def probes(settings: WhoAmISettings) -> tuple[Probe, ...]:
+    return tuple(parse_probe(text) for text in settings.probe)
 
 
 def lora_settings(settings: WhoAmISettings) -> LoraSettings | None:

@@ -6,8 +6,10 @@
       -> LoRA training (train_step per step), validation, stop when learned job/training_run.py
       -> export OUT/adapter (PEFT) and OUT/merged (HF, bf16, merged into the ORIGINAL weights)  job/export.py
       -> checks: merged/ tensor by tensor, adapter/ reloaded onto the 4-bit base for the
-         before/after table (OUT/eval.json) and the self-test (你是誰)                 job/checks.py
-      -> the training model freed; merged/ asked 你是誰 itself where a dense copy fits
+         before/after table (OUT/eval.json) and the self-test: token for token on 你是誰 and
+         held-out prompts (--data: its first validation rows), then 你是誰 and --probe claims  job/checks.py
+      -> the training model freed; merged/, where a dense copy fits, held to the trained
+         model's replies and asked the claims itself
       -> the stages' times and peak memory -> OUT/timings.json                  job/stages.py
 
 Every generation before the last step runs on the weights that train, adapter off or on, so
@@ -37,8 +39,9 @@ from ..text.tokenizer import Tokenizer, load_tokenizer
 from ..training.checkpoint import TrainState
 from ..training.loss import LOSSES
 from ..training.train import is_distributed, rank_and_world
-from .checks import ask_merged, dense_gb, merged_check_due, probe_questions, self_test
-from .evaluate import EvalReport, built_in_eval_sets, evaluate_whoami, questions_of
+from .checks import (MERGED_NLL_TOLERANCE, ReplyFit, SelfTestPrompts, TrainedReplies, built_in_prompts, check_merged_replies, claim_indices,
+                     data_prompts, dense_gb, merged_check_due, self_test)
+from .evaluate import EvalReport, Probe, built_in_eval_sets, evaluate_whoami, questions_of
 from .examples import PreparedValidation, build_examples, mark_kl_positions, prepared_validation, training_samples
 from .export import check_merged, export, merged_tensors
 from .gguf_export import gguf_file_name, write_gguf, write_modelfile
@@ -46,7 +49,7 @@ from .loading import (LoadedModel, dtype_line, load_inference_adapter, load_mode
                       resolve_model)
 from .plot import plot_loss
 from .rehearsal import REHEARSAL_FILE, RehearsalRow, as_samples, prompts_to_answer, rehearsal_rows
-from .settings import WhoAmISettings, lora_settings, loop_settings, resolve_settings
+from .settings import WhoAmISettings, lora_settings, loop_settings, probes, resolve_settings
 from .stages import Stages
 from .template_check import check_model_template
 from .training_run import LossChoices, TrainingSetup, prepare_training, resume_folder, train_with_metrics, validation
@@ -65,11 +68,13 @@ class JobReport:
     steps_done: int  # optimizer steps at the end of this run (fewer than --steps when stopped as learned)
     learned_at: int | None  # the step whose validation stopped training, if it did
     rehearsal_rows: int  # rehearsal rows trained on (each REHEARSAL_REPEATS times)
-    self_test_reply: str | None
+    self_test_reply: str | None  # the trained model's reply to the first self-test prompt (你是誰 with the built-in set)
     before: EvalReport | None
     after: EvalReport | None
     seconds: float
-    merged_reply: str | None = None  # merged/'s own reply to 你是誰, when --check-merged asked it
+    trained: TrainedReplies | None = None  # the self-test's prompts and the trained model's replies to them
+    merged_reply: str | None = None  # merged/'s own reply to 你是誰 (built-in set), when --check-merged asked it
+    merged_fit: ReplyFit | None = None  # how merged/ scores the trained model's self-test replies
 
 
 def start_distributed(settings: WhoAmISettings) -> WhoAmISettings:
@@ -129,16 +134,18 @@ def train_and_export(settings: WhoAmISettings, model_dir: Path, out: Path, main:
     dtype, lora = getattr(torch, settings.dtype), lora_settings(settings)
     config, tokenizer = load_config(model_dir), load_tokenizer(model_dir)
     with stages.stage("examples"):
-        examples, skipped = build_examples(training_samples(settings.data, settings.strict, echo), tokenizer,
-                                           settings.seq_len)
+        samples = training_samples(settings.data, settings.strict, echo)
+        examples, skipped = build_examples(samples, tokenizer, settings.seq_len)
         scored = settings.val_every or (settings.self_test and main)  # a prepared folder's val.jsonl is read
         prepared = prepared_validation(settings.data, tokenizer, settings.seq_len) if scored else None
+        asked = built_in_prompts(built_in_eval_sets(), probes(settings)) if settings.data is None else \
+            data_prompts(prepared[0] if prepared and prepared[0] else samples, probes(settings))
     loss = LossChoices(LOSSES[settings.loss], settings.ce_chunk, settings.grad_checkpoint, settings.preserve_kl)
     with stages.stage("load", total=len(expected_shapes(config)), unit="tensor") as bar:
         setup = prepare_training(model_dir, config, lora, dtype, settings.device, settings.quant, settings.seed, loss,
                                  resume_folder(settings.resume, out), bar.update)
     model = LoadedModel(model_dir, config, tokenizer, setup.weights)  # every reply below comes from these weights
-    before = evaluate_stage(stages, "base answers", model, None, settings.reply_tokens, prepared) \
+    before = evaluate_stage(stages, "base answers", model, None, settings.reply_tokens, prepared, asked.probes) \
         if settings.self_test and main else None
     if main:
         out.mkdir(parents=True, exist_ok=True)
@@ -164,7 +171,7 @@ def train_and_export(settings: WhoAmISettings, model_dir: Path, out: Path, main:
             with stages.stage("export", total=len(expected_shapes(config)), unit="tensor") as bar:
                 export(setup.params, lora, settings.model, model_dir, config, out, bar.update)
             echo(f"exported {out / 'merged'}" + (f" and {out / 'adapter'}" if lora else ""))
-            report = check_export(model, setup, out, settings, prepared, report, stages, echo)
+            report = check_export(model, setup, out, settings, prepared, asked, report, stages, echo)
     finally:  # rank 0 reaches the barrier even when its export or self-test fails, so the others end quietly
         if is_distributed():
             torch.distributed.barrier()
@@ -211,7 +218,7 @@ def stopped_early(settings: WhoAmISettings, steps_done: int) -> bool:
 
 
 def check_export(model: LoadedModel, setup: TrainingSetup, out: Path, settings: WhoAmISettings,
-                 prepared: PreparedValidation | None, report: JobReport, stages: Stages,
+                 prepared: PreparedValidation | None, asked: SelfTestPrompts, report: JobReport, stages: Stages,
                  echo: Callable[[str], None]) -> JobReport:
     """--gguf; then (unless --no-self-test) merged/ checked tensor by tensor, adapter/ reloaded onto the
     training weights for the after column of the table, and the self-test (see job/checks.py)."""
@@ -229,21 +236,33 @@ def check_export(model: LoadedModel, setup: TrainingSetup, out: Path, settings: 
                      bar.update)
         exported = load_inference_adapter(out / "adapter", model.config, setup.dtype, settings.device) \
             if setup.lora else None
-    after = evaluate_stage(stages, "after answers", model, exported, settings.reply_tokens, prepared,
+    after = evaluate_stage(stages, "after answers", model, exported, settings.reply_tokens, prepared, asked.probes,
                            base_replies=report.before.replies)
     write_json(out / "eval.json", {"before": asdict(report.before), "after": asdict(after)})
-    echo(eval_table(report.before, after))
-    probes = probe_questions(built_in_eval_sets())
-    with stages.stage("self-test", total=len(probes) * (2 if exported else 1), unit="prompt") as bar:
-        reply = self_test(model, setup.adapter(), exported, probes, settings.reply_tokens, bar.update)
-    echo(f"self-test: 你是誰 -> {reply}" + (" (the reloaded adapter gives the trained model's replies, token for "
-                                           f"token, on {len(probes)} prompts)" if exported else ""))
-    return replace(report, self_test_reply=reply, after=after)
+    echo(eval_table(report.before, after, built_in=settings.data is None, scored=prepared is not None))
+    with stages.stage("self-test", total=len(asked.prompts) * (2 if exported else 1), unit="prompt") as bar:
+        trained = self_test(model, setup.adapter(), exported, asked, settings.reply_tokens, bar.update)
+    echo(self_test_lines(model, trained, exported is not None))
+    return replace(report, self_test_reply=model.tokenizer.decode(trained.replies[0].ids), after=after, trained=trained)
+
+
+def self_test_lines(model: LoadedModel, trained: TrainedReplies, adapter: bool) -> str:
+    """What the self-test proved: the claims' replies, and how many prompts the reloaded adapter reproduced."""
+    asked = trained.asked
+    lines = [f"self-test: {asked.labels[i]} -> {model.tokenizer.decode(trained.replies[i].ids)}"
+             for i in claim_indices(asked)]
+    rows = len(asked.prompts) - len(asked.probes) - asked.identity
+    what = f"{len(asked.prompts)} prompts" if asked.identity else \
+        f"the first {rows} validation rows" + (f" and {len(asked.probes)} probes" if asked.probes else "")
+    lines.append(f"self-test: the reloaded adapter gives the trained model's replies, token for token, on {what}"
+                 if adapter else f"self-test: the trained model answered {what} (merged/ is held to these replies)")
+    return "\n".join(lines)
 
 
 def ask_merged_if_due(settings: WhoAmISettings, out: Path, report: JobReport, stages: Stages,
                       echo: Callable[[str], None]) -> JobReport:
-    """--check-merged: load merged/ densely, alone, and ask it 你是誰; auto only where it fits."""
+    """--check-merged: load merged/ densely, alone, hold it to the trained model's self-test replies and
+    ask it the claims (你是誰, --probe); auto only where it fits."""
     dtype, config = getattr(torch, settings.dtype), load_config(out / "merged")
     due, why = merged_check_due(settings.check_merged, dense_gb(config, dtype), stages.peak())
     echo(f"merged/ asked itself: {'yes' if due else 'no'}, {why}")
@@ -251,40 +270,54 @@ def ask_merged_if_due(settings: WhoAmISettings, out: Path, report: JobReport, st
         return report
     with stages.stage("load merged/", total=len(expected_shapes(config)), unit="tensor") as bar:
         merged = load_model(out / "merged", dtype, settings.device, progress=bar.update)
-    with stages.stage("merged/ answers", total=1, unit="prompt") as bar:
-        reply = ask_merged(merged, settings.reply_tokens, bar.update)
-    echo(f"merged/: 你是誰 -> {reply}")
-    return replace(report, merged_reply=reply)
+    asked = report.trained.asked
+    with stages.stage("merged/ answers", total=len(asked.prompts) + len(claim_indices(asked)), unit="prompt") as bar:
+        fit, texts = check_merged_replies(merged, report.trained, settings.reply_tokens, bar.update)
+    echo("\n".join([f"merged/: {asked.labels[i]} -> {text}" for i, text in texts.items()] + [
+        f"merged/: scores the trained model's self-test replies at {fit.nll:.3f} nats per token, the trained model "
+        f"{report.trained.fit.nll:.3f} (at most {MERGED_NLL_TOLERANCE} more allowed); it picks their next token at "
+        f"{fit.picks:.1%} of {fit.tokens} positions"]))
+    return replace(report, merged_reply=texts.get(0) if asked.identity else None, merged_fit=fit)
 
 
 def evaluate_stage(stages: Stages, name: str, model: LoadedModel, lora: LoraAdapter | None, reply_tokens: int,
-                   prepared: PreparedValidation | None, base_replies: dict[str, str] | None = None) -> EvalReport:
-    """The who-am-i evaluation on the built-in held-out prompts, and a prepared --data folder's val.jsonl,
-    as stage `name`."""
+                   prepared: PreparedValidation | None, probes: Sequence[Probe],
+                   base_replies: dict[str, str] | None = None) -> EvalReport:
+    """The who-am-i evaluation on the built-in held-out prompts and the probes, and a prepared --data
+    folder's val.jsonl, as stage `name`."""
     sets = built_in_eval_sets()
-    size = len(questions_of(sets)) + (sum(map(len, prepared)) if prepared else 0)
+    size = len(questions_of(sets, probes)) + (sum(map(len, prepared)) if prepared else 0)
     with stages.stage(name, total=size, unit="prompt") as bar:
         report = evaluate_whoami(model.weights, model.config, model.tokenizer, sets, lora, base_replies, reply_tokens,
-                                 bar.update)
+                                 bar.update, probes)
         if prepared is None:
             return report
         return replace(report, val_scores=prepared_scores(model.weights, model.config, model.tokenizer, lora,
                                                           *prepared, reply_tokens, bar.update))
 
 
-def eval_table(before: EvalReport, after: EvalReport) -> str:
-    """The before/after table; "unchanged" compares with the base, so the base's own column says "base"."""
-    rows = [("identity hit rate (held-out wordings)", "identity_hit_rate"),
-            ("leak: held-out prompts answered with it", "leak_rate"),
-            ("fact retention (held-out facts)", "fact_retention"),
-            ("unchanged replies (held-out prompts)", "unchanged_rate")]
-    cell = lambda value: "base" if value is None else f"{value:.1%}"  # noqa: E731
+def eval_table(before: EvalReport, after: EvalReport, built_in: bool, scored: bool) -> str:
+    """The before/after table; "unchanged" compares with the base, so the base's own column says "base".
+
+    With --data it leads with the data's own val.jsonl scores; the identity hit rate is the built-in
+    set's, the probe hit rate shows with --probe, and the retention rows stay for any fine-tune."""
+    percent = "{:.1%}"
+    own = [("val.jsonl answer perplexity", "val_perplexity", "{:.3g}"),
+           ("val.jsonl answer token accuracy", "val_token_accuracy", percent),
+           ("val.jsonl usable replies", "val_usability", percent),
+           ("val.jsonl JSON replies that parse", "val_json_valid", percent)]
+    rates = [("identity hit rate (held-out wordings)", "identity_hit_rate", built_in),
+             ("--probe replies with what was expected", "probe_hit_rate", before.probe_hit_rate is not None),
+             ("leak: held-out prompts answered with it", "leak_rate", True),
+             ("fact retention (held-out facts)", "fact_retention", True),
+             ("unchanged replies (held-out prompts)", "unchanged_rate", True)]
+    cell = lambda value, form=percent: "base" if value is None else form.format(value)  # noqa: E731
     lines = [f"{'':<40} {'before':>8} {'after':>8}"]
-    lines += [f"{label:<40} {cell(getattr(before, key)):>8} {cell(getattr(after, key)):>8}" for label, key in rows]
-    scored = [("val.jsonl answer perplexity", "val_perplexity", "{:.3g}"),
-              ("val.jsonl usable replies", "val_usability", "{:.1%}"),
-              ("val.jsonl JSON replies that parse", "val_json_valid", "{:.1%}")]
-    for label, key, form in scored if before.val_scores and after.val_scores else ():
-        if key in before.val_scores:
-            lines.append(f"{label:<40} {form.format(before.val_scores[key]):>8} {form.format(after.val_scores[key]):>8}")
+    scores = [(label, before.val_scores[key], after.val_scores[key], form) for label, key, form in own
+              if before.val_scores and after.val_scores and key in before.val_scores]
+    rows = [(label, getattr(before, key), getattr(after, key), percent) for label, key, shown in rates if shown]
+    for label, first, second, form in (rows + scores if built_in else scores + rows):
+        lines.append(f"{label:<40} {cell(first, form):>8} {cell(second, form):>8}")
+    if not built_in and not scored:
+        lines.append("(no val.jsonl to score: --data is one file; scripts/prepare_data.py splits one off)")
     return "\n".join(lines)

@@ -110,13 +110,13 @@ def conversation_from_row(row: object, source: str) -> Conversation:
     """A row already parsed from JSON, validated as the guide's schema (see parse_conversation)."""
     if not isinstance(row, dict) or not isinstance(row.get("messages"), list) or not row["messages"]:
         raise TrainerError(f'{source}: expected an object with a non-empty "messages" list')
-    messages = tuple(_joined_parts(message, f"{source}: message {index}") for index, message in enumerate(row["messages"]))
+    messages = tuple(_joined_parts(message, source, index) for index, message in enumerate(row["messages"]))
     for index, message in enumerate(messages):
         _check_message(message, f"{source}: message {index}")
     if not any(m["role"] == "assistant" for m in messages):
         raise TrainerError(f"{source}: no assistant turn to learn from")
     if not any(carries_loss(m) for m in messages):
-        raise TrainerError(f"{source}: nothing to learn: every assistant turn has weight 0")
+        raise TrainerError(f"{source}: nothing to learn: every assistant turn is weighted out")
     tools = _check_tools(row.get("tools"), source)
     tags = row.get("tags") or []
     if not isinstance(tags, list) or not all(isinstance(tag, str) for tag in tags):
@@ -124,7 +124,7 @@ def conversation_from_row(row: object, source: str) -> Conversation:
     return Conversation(messages, tools, _optional_id(row.get("id")), tuple(tags), source)
 
 
-def _joined_parts(message: object, where: str) -> object:
+def _joined_parts(message: object, source: str, index: int) -> object:
     """OpenAI's content as a list of parts ([{"type": "text", "text": ...}]) -> one string, the text
     parts joined by PART_SEPARATOR; a part of another type (an image, audio) cannot be trained on
     by a text model, so the row is refused naming it. Other messages pass as they are."""
@@ -134,7 +134,7 @@ def _joined_parts(message: object, where: str) -> object:
     for number, part in enumerate(message["content"]):
         kind = part.get("type") if isinstance(part, dict) else None
         if kind != "text" or not isinstance(part.get("text"), str):
-            raise TrainerError(f"{where}: content part {number} is {kind or type(part).__name__!r}, not text; "
+            raise TrainerError(f"{source}: message {index}: content part {number} is of type {kind or type(part).__name__}, not text; "
                                f"only text parts can be trained on")
         texts.append(part["text"])
     return message | {"content": PART_SEPARATOR.join(texts)}
