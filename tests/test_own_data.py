@@ -73,7 +73,7 @@ def test_a_data_run_ends_on_its_own_self_test_and_leads_its_table_with_the_data(
     assert any(line.startswith("fact retention") for line in table)
     assert ("self-test: the reloaded adapter gives the trained model's replies, token for token, on the first "
             "8 validation rows") in result.stdout
-    merged = next(line for line in result.stdout.splitlines() if line.startswith("merged/: scores "))
+    merged = next(line for line in result.stdout.splitlines() if line.startswith("merged/: the self-test replies score "))
     merged_nll, trained_nll = (float(number) for number in re.findall(r"\d+\.\d{3}", merged)[:2])
     assert merged_nll - trained_nll <= MERGED_NLL_TOLERANCE
     timings = json.loads((out / "timings.json").read_text(encoding="utf-8"))

@@ -274,9 +274,9 @@ def ask_merged_if_due(settings: WhoAmISettings, out: Path, report: JobReport, st
     with stages.stage("merged/ answers", total=len(asked.prompts) + len(claim_indices(asked)), unit="prompt") as bar:
         fit, texts = check_merged_replies(merged, report.trained, settings.reply_tokens, bar.update)
     echo("\n".join([f"merged/: {asked.labels[i]} -> {text}" for i, text in texts.items()] + [
-        f"merged/: scores the trained model's self-test replies at {fit.nll:.3f} nats per token, the trained model "
-        f"{report.trained.fit.nll:.3f} (at most {MERGED_NLL_TOLERANCE} more allowed); it picks their next token at "
-        f"{fit.picks:.1%} of {fit.tokens} positions"]))
+        f"merged/: the self-test replies score {fit.nll:.3f} nats per token here, {report.trained.fit.nll:.3f} on the "
+        f"trained model (at most {MERGED_NLL_TOLERANCE} more allowed); it picks {fit.picks:.1%} of their {fit.tokens} "
+        f"tokens itself"]))
     return replace(report, merged_reply=texts.get(0) if asked.identity else None, merged_fit=fit)
 
 
