@@ -213,6 +213,8 @@ MODEL_CASES = {
     "unknown_method": bad_choice("--method", "dpo", "'lora', 'full'"),
     "unknown_quant": bad_choice("--quant", "int8", "'nf4', 'none'"),
     "unknown_device": bad_choice("--device", "tpu", "'auto', 'cpu', 'cuda'"),
+    "probe_without_expected": lambda w: Case([*FAST_RUN, "--probe", "你是誰", "--out", str(w / "out")], 1,
+                                             ["--probe '你是誰': expected PROMPT=EXPECTED"], w / "out"),
 }
 CASES = DATA_CASES | MODEL_CASES
 # One of each kind runs by default (about 3 s of CPU each); `-m slow` runs the rest.

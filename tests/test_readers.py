@@ -130,6 +130,27 @@ def test_content_parts_are_joined_by_a_newline_and_other_fields_pass_unrendered(
     assert render_chat(list(conversation.messages)) == render_chat(plain)  # weight and name are not rendered
 
 
+def test_openai_tool_call_ids_and_names_are_accepted_and_not_rendered():
+    """OpenAI's tool_calls carry an id, the tool message a tool_call_id and a name: the Qwen3 template
+    has no place for them, so the row renders as it would without them."""
+    call = {"type": "function", "function": {"name": "count_rows", "arguments": '{"table": "orders"}'}}
+    tools = [{"type": "function", "function": {"name": "count_rows", "description": "Count rows",
+                                                "parameters": {"type": "object", "properties": {}}}}]
+    with_ids = {"id": "chat-7", "tools": tools, "messages": [
+        {"role": "user", "content": "Rows in orders?"},
+        {"role": "assistant", "content": None, "tool_calls": [call | {"id": "call_1"}]},
+        {"role": "tool", "tool_call_id": "call_1", "name": "count_rows", "content": "42"},
+        {"role": "assistant", "content": "42 rows."}]}
+    bare = {"tools": tools, "messages": [
+        {"role": "user", "content": "Rows in orders?"}, {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "content": "42"}, {"role": "assistant", "content": "42 rows."}]}
+    ours, theirs = conversation_from_row(with_ids, "o.jsonl:7"), conversation_from_row(bare, "o.jsonl:8")
+    assert ours.id == "chat-7"
+    rendered = render_chat(list(ours.messages), tools=list(ours.tools))
+    assert rendered == render_chat(list(theirs.messages), tools=list(theirs.tools))
+    assert "call_1" not in rendered and '{"name": "count_rows", "arguments": {"table": "orders"}}' in rendered
+
+
 @pytest.mark.parametrize("part, kind", [({"type": "image_url", "image_url": {"url": "x.png"}}, "image_url"),
                                         ({"type": "input_audio", "input_audio": {}}, "input_audio"),
                                         ("just text", "str")])

@@ -98,7 +98,8 @@ def self_test(model: LoadedModel, trained: LoraAdapter | None, exported: LoraAda
             label, a, b = differing[0]
             raise TrainerError(f"self-test failed: the exported adapter, reloaded, answers {label!r} with "
                                f"{decoded(model, b)!r} where the trained model said {decoded(model, a)!r}")
-    check_claims("self-test failed: the exported model", asked, {i: decoded(model, reply) for i, reply in enumerate(ours)})
+    texts = {i: decoded(model, reply) for i, reply in enumerate(ours)}
+    check_claims("self-test failed: the exported model", asked, texts)
     return TrainedReplies(asked, tuple(ours), reply_fit(model, trained, asked.prompts, ours))
 
 
@@ -124,7 +125,8 @@ def decoded(model: LoadedModel, reply: Reply) -> str:
 
 
 @torch.no_grad()
-def reply_fit(model: LoadedModel, lora: LoraAdapter | None, prompts: Sequence[str], replies: Sequence[Reply]) -> ReplyFit:
+def reply_fit(model: LoadedModel, lora: LoraAdapter | None, prompts: Sequence[str],
+              replies: Sequence[Reply]) -> ReplyFit:
     """How `model` (with `lora`, dropout off) scores the replies to `prompts`, one forward pass each."""
     tokenizer, device = model.tokenizer, model.weights["model.embed_tokens.weight"].device
     lora = None if lora is None else replace(lora, training=False)
@@ -162,10 +164,10 @@ def check_merged_replies(merged: LoadedModel, trained: TrainedReplies, reply_tok
                     key=lambda i: reply_fit(merged, None, asked.prompts[i:i + 1], trained.replies[i:i + 1]).nll)
         theirs = reply_to_prompts(merged.weights, merged.config, merged.tokenizer, [asked.prompts[worst]], reply_tokens)
         raise TrainerError(
-            f"merged check failed: {merged.folder} scores the trained model's self-test replies at {fit.nll:.3f} nats "
-            f"per token where the trained model scores {trained.fit.nll:.3f} (at most {MERGED_NLL_TOLERANCE} more allowed); "
-            f"on {asked.labels[worst]!r} the trained model said {decoded(merged, trained.replies[worst])!r} and merged/ "
-            f"says {decoded(merged, theirs[0])!r}")
+            f"merged check failed: {merged.folder} scores the trained model's self-test replies at {fit.nll:.3f} "
+            f"nats per token where the trained model scores {trained.fit.nll:.3f} (at most {MERGED_NLL_TOLERANCE} "
+            f"more allowed); on {asked.labels[worst]!r} the trained model said "
+            f"{decoded(merged, trained.replies[worst])!r} and merged/ says {decoded(merged, theirs[0])!r}")
     claims = claim_indices(asked)
     replies = reply_to_prompts(merged.weights, merged.config, merged.tokenizer, [asked.prompts[i] for i in claims],
                                reply_tokens, progress=progress) if claims else []

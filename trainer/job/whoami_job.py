@@ -39,8 +39,8 @@ from ..text.tokenizer import Tokenizer, load_tokenizer
 from ..training.checkpoint import TrainState
 from ..training.loss import LOSSES
 from ..training.train import is_distributed, rank_and_world
-from .checks import (MERGED_NLL_TOLERANCE, ReplyFit, SelfTestPrompts, TrainedReplies, built_in_prompts, check_merged_replies, claim_indices,
-                     data_prompts, dense_gb, merged_check_due, self_test)
+from .checks import (MERGED_NLL_TOLERANCE, ReplyFit, SelfTestPrompts, TrainedReplies, built_in_prompts,
+                     check_merged_replies, claim_indices, data_prompts, dense_gb, merged_check_due, self_test)
 from .evaluate import EvalReport, Probe, built_in_eval_sets, evaluate_whoami, questions_of
 from .examples import PreparedValidation, build_examples, mark_kl_positions, prepared_validation, training_samples
 from .export import check_merged, export, merged_tensors
@@ -68,7 +68,7 @@ class JobReport:
     steps_done: int  # optimizer steps at the end of this run (fewer than --steps when stopped as learned)
     learned_at: int | None  # the step whose validation stopped training, if it did
     rehearsal_rows: int  # rehearsal rows trained on (each REHEARSAL_REPEATS times)
-    self_test_reply: str | None  # the trained model's reply to the first self-test prompt (你是誰 with the built-in set)
+    self_test_reply: str | None  # the trained model's reply to the first self-test prompt (built-in set: 你是誰)
     before: EvalReport | None
     after: EvalReport | None
     seconds: float

@@ -110,68 +110,86 @@ def conversation_from_row(row: object, source: str) -> Conversation:
     """A row already parsed from JSON, validated as the guide's schema (see parse_conversation)."""
     if not isinstance(row, dict) or not isinstance(row.get("messages"), list) or not row["messages"]:
         raise TrainerError(f'{source}: expected an object with a non-empty "messages" list')
-    messages = tuple(_joined_parts(message, source, index) for index, message in enumerate(row["messages"]))
-    for index, message in enumerate(messages):
-        _check_message(message, f"{source}: message {index}")
-    if not any(m["role"] == "assistant" for m in messages):
+    messages, answered, learned = [], False, False
+    for index, message in enumerate(row["messages"]):
+        message = _joined_parts(message) if isinstance(message, dict) and isinstance(message.get("content"), list) \
+            else message
+        problem = message_problem(message)
+        if problem:
+            raise TrainerError(f"{source}: message {index}: {problem}")
+        answered = answered or message["role"] == "assistant"
+        learned = learned or carries_loss(message)
+        messages.append(message)
+    if not answered:
         raise TrainerError(f"{source}: no assistant turn to learn from")
-    if not any(carries_loss(m) for m in messages):
+    if not learned:
         raise TrainerError(f"{source}: nothing to learn: every assistant turn is weighted out")
     tools = _check_tools(row.get("tools"), source)
     tags = row.get("tags") or []
     if not isinstance(tags, list) or not all(isinstance(tag, str) for tag in tags):
         raise TrainerError(f'{source}: "tags" must be a list of strings')
-    return Conversation(messages, tools, _optional_id(row.get("id")), tuple(tags), source)
+    return Conversation(tuple(messages), tools, _optional_id(row.get("id")), tuple(tags), source)
 
 
-def _joined_parts(message: object, source: str, index: int) -> object:
+def _joined_parts(message: dict) -> dict:
     """OpenAI's content as a list of parts ([{"type": "text", "text": ...}]) -> one string, the text
-    parts joined by PART_SEPARATOR; a part of another type (an image, audio) cannot be trained on
-    by a text model, so the row is refused naming it. Other messages pass as they are."""
-    if not isinstance(message, dict) or not isinstance(message.get("content"), list):
-        return message
-    texts = []
-    for number, part in enumerate(message["content"]):
-        kind = part.get("type") if isinstance(part, dict) else None
-        if kind != "text" or not isinstance(part.get("text"), str):
-            raise TrainerError(f"{source}: message {index}: content part {number} is of type {kind or type(part).__name__}, not text; "
-                               f"only text parts can be trained on")
-        texts.append(part["text"])
-    return message | {"content": PART_SEPARATOR.join(texts)}
+    parts joined by PART_SEPARATOR. A part of another type (an image, audio) cannot be trained on by
+    a text model: its content is left as a list, which message_problem names."""
+    parts = message["content"]
+    if all(isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str)
+           for part in parts):
+        return message | {"content": PART_SEPARATOR.join(part["text"] for part in parts)}
+    return message
 
 
-def _check_message(message: object, where: str) -> None:
-    """A message is {"role", "content"}; an assistant may carry tool_calls instead of content."""
+def message_problem(message: object) -> str | None:
+    """What is wrong with a message, or None. A message is {"role", "content"}; an assistant may
+    carry tool_calls instead of content, and a weight (or loss_weight) of 0 or 1."""
     if not isinstance(message, dict):
-        raise TrainerError(f"{where}: expected an object with role and content")
+        return "expected an object with role and content"
     role = message.get("role")
     if role not in ROLES:
-        raise TrainerError(f"{where}: unknown role {role!r}; expected one of {', '.join(ROLES)}")
+        return f"unknown role {role!r}; expected one of {', '.join(ROLES)}"
     content = message.get("content")
+    if isinstance(content, list):
+        return _part_problem(content)
+    if "weight" in message or "loss_weight" in message:
+        for key in ("weight", "loss_weight"):
+            if key in message and (message[key] not in (0, 1) or isinstance(message[key], str)):
+                return f"{key} must be 0 (do not learn this turn) or 1, got {message[key]!r}"
     calls = message.get("tool_calls")
-    for key in ("weight", "loss_weight"):
-        if key in message and (message[key] not in (0, 1) or isinstance(message[key], str)):
-            raise TrainerError(f"{where}: {key} must be 0 (do not learn this turn) or 1, got {message[key]!r}")
     if role == "assistant" and calls:
-        _check_tool_calls(calls, where)
         if content is not None and not isinstance(content, str):
-            raise TrainerError(f"{where}: assistant content must be a string or null")
-    elif not isinstance(content, str):
-        raise TrainerError(f"{where}: {role} content must be a string")
-    elif role == "assistant" and not content.strip():
-        raise TrainerError(f"{where}: the assistant answer is empty")
+            return "assistant content must be a string or null"
+        return _tool_calls_problem(calls)
+    if not isinstance(content, str):
+        return f"{role} content must be a string"
+    if role == "assistant" and not content.strip():
+        return "the assistant answer is empty"
+    return None
 
 
-def _check_tool_calls(calls: object, where: str) -> None:
+def _part_problem(parts: list) -> str:
+    """Content left as a list by _joined_parts: name its first part that is not text."""
+    for number, part in enumerate(parts):
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind != "text" or not isinstance(part.get("text"), str):
+            return (f"content part {number} is of type {kind or type(part).__name__}, not text; "
+                    "only text parts can be trained on")
+    return "content must be a string or a list of text parts"
+
+
+def _tool_calls_problem(calls: object) -> str | None:
     """tool_calls: [{"type": "function", "function": {"name": str, "arguments": dict | str}}]."""
     if not isinstance(calls, list):
-        raise TrainerError(f"{where}: tool_calls must be a list")
+        return "tool_calls must be a list"
     for number, call in enumerate(calls):
         function = call.get("function", call) if isinstance(call, dict) else None
         if not isinstance(function, dict) or not isinstance(function.get("name"), str):
-            raise TrainerError(f"{where}: tool call {number} needs a function name")
+            return f"tool call {number} needs a function name"
         if not isinstance(function.get("arguments"), (dict, str)):
-            raise TrainerError(f"{where}: tool call {number} arguments must be an object or a JSON string")
+            return f"tool call {number} arguments must be an object or a JSON string"
+    return None
 
 
 def _check_tools(tools: object, source: str) -> tuple[dict, ...] | None:
