@@ -1,9 +1,19 @@
-"""The Qwen3-4B-Instruct-2507 chat format, in plain Python and as a Jinja template.
+"""The Qwen3 dense chat formats in plain Python; trainer/text/chat_templates.py has them as Jinja.
 
 Training renders conversations with `render_chat`, so no template engine runs at train time.
-Exported models carry `QWEN3_CHAT_TEMPLATE`, which renders the same text, so a fine-tuned model
-sees at inference (transformers, vLLM) exactly the prompt layout it was trained on.
-The format never adds a default system prompt or a <think> block: Instruct-2507 does not think.
+Exported models carry the Jinja template of their family, which renders the same text, so a
+fine-tuned model sees at inference (transformers, vLLM) exactly the layout it was trained on.
+
+    family          assistant turns                                   generation prompt
+    instruct-2507   the content as it is                              <|im_start|>assistant\n
+    hybrid          after the last user query: <think>\nreasoning\n    <|im_start|>assistant\n, and with
+                    </think>\n\n before the content, on the last turn  enable_thinking=False an empty
+                    (an empty block without reasoning) and on turns     <think>\n\n</think>\n\n
+                    with reasoning; before it, reasoning is dropped
+    thinking-2507   as hybrid                                         <|im_start|>assistant\n<think>\n
+
+A turn's reasoning is its reasoning_content, or what its content has before </think>. No family
+adds a default system prompt.
 """
 
 import json
@@ -11,9 +21,12 @@ from collections.abc import Sequence
 
 from trainer.errors import TrainerError
 
+from .chat_templates import FAMILIES, HYBRID, INSTRUCT_2507, THINKING_2507, chat_template
+
 ROLES = ("system", "user", "assistant", "tool")
 
 GENERATION_PROMPT = "<|im_start|>assistant\n"
+EMPTY_THINK = "<think>\n\n</think>\n\n"  # a hybrid model's reply with no reasoning
 
 TOOLS_INTRO = (
     "# Tools\n\nYou may call one or more functions to assist with the user query.\n\n"
@@ -27,16 +40,52 @@ TOOLS_OUTRO = (
 )
 
 
-def render_chat(
-    messages: list[dict], add_generation_prompt: bool = False, tools: list[dict] | None = None
-) -> str:
-    """Render a conversation as the exact text the model reads; append the assistant header to prompt a reply."""
+def render_chat(messages: list[dict], add_generation_prompt: bool = False, tools: list[dict] | None = None,
+                family: str = INSTRUCT_2507, enable_thinking: bool | None = None) -> str:
+    """Render a conversation as the exact text the model reads; append the assistant header to prompt
+    a reply (enable_thinking=False: a hybrid model is told not to think, by an empty think block)."""
+    prompt = generation_prompt(family, enable_thinking) if add_generation_prompt else ""
+    return "".join(render_parts(messages, tools, family)) + prompt
+
+
+def render_parts(messages: list[dict], tools: list[dict] | None = None, family: str = INSTRUCT_2507) -> list[str]:
+    """The rendering in pieces: [system block, then one piece per message] (a leading system
+    message's piece is ""). Joined, they are render_chat's text without a generation prompt."""
+    if family not in FAMILIES:
+        raise TrainerError(f"chat family {family!r}: expected one of {', '.join(FAMILIES)}")
     _check_messages(messages)
-    parts = [_system_block(messages, tools)]
-    parts += [_render_message(messages, index) for index in range(len(messages))]
-    if add_generation_prompt:
-        parts.append(GENERATION_PROMPT)
-    return "".join(parts)
+    last_query = None if family == INSTRUCT_2507 else last_query_index(messages)
+    return [_system_block(messages, tools)] + [_render_message(messages, i, last_query) for i in range(len(messages))]
+
+
+def generation_prompt(family: str, enable_thinking: bool | None = None) -> str:
+    """What opens the reply the model is asked for."""
+    if family == THINKING_2507:
+        return GENERATION_PROMPT + "<think>\n"
+    return GENERATION_PROMPT + (EMPTY_THINK if family == HYBRID and enable_thinking is False else "")
+
+
+def last_query_index(messages: Sequence[dict]) -> int:
+    """The last user turn that asks something (tool results typed as a user turn do not count);
+    the last message when there is none. Reasoning before it is dropped by the thinking families."""
+    for index in range(len(messages) - 1, -1, -1):
+        content = messages[index].get("content")
+        if messages[index]["role"] == "user" and isinstance(content, str) and not (
+                content.startswith("<tool_response>") and content.endswith("</tool_response>")):
+            return index
+    return len(messages) - 1
+
+
+def split_reasoning(message: dict) -> tuple[str, str]:
+    """(reasoning, content): reasoning_content, or what the content has before </think> (after
+    <think>); the content then is what follows </think>."""
+    content = _content(message)
+    if isinstance(message.get("reasoning_content"), str):
+        return message["reasoning_content"], content
+    if "</think>" not in content:
+        return "", content
+    before, after = content.split("</think>")[0], content.split("</think>")[-1]
+    return before.rstrip("\n").split("<think>")[-1].lstrip("\n"), after.lstrip("\n")
 
 
 def _check_messages(messages: list[dict]) -> None:
@@ -72,12 +121,13 @@ def _system_block(messages: list[dict], tools: list[dict] | None) -> str:
     return f"<|im_start|>system\n{prefix}{TOOLS_INTRO}{signatures}{TOOLS_OUTRO}"
 
 
-def _render_message(messages: list[dict], index: int) -> str:
-    """One message as text; the leading system message renders as '' since the header already holds it."""
+def _render_message(messages: list[dict], index: int, last_query: int | None) -> str:
+    """One message as text; the leading system message renders as '' since the header already holds it.
+    last_query: None for instruct-2507, else last_query_index(messages)."""
     message = messages[index]
     role = message["role"]
     if role == "assistant":
-        return _assistant_turn(message, index)
+        return _assistant_turn(message, index, last_query, is_last=index == len(messages) - 1)
     if role == "tool":
         return _tool_result(messages, index)
     if role == "system" and index == 0:
@@ -85,13 +135,17 @@ def _render_message(messages: list[dict], index: int) -> str:
     return f"<|im_start|>{role}\n{_content(message)}<|im_end|>\n"
 
 
-def _assistant_turn(message: dict, index: int) -> str:
-    """Assistant text, then each tool call on its own line (no newline before a call that opens the turn)."""
-    content = _content(message)
+def _assistant_turn(message: dict, index: int, last_query: int | None, is_last: bool) -> str:
+    """Assistant text (with its think block where the family shows one), then each tool call on its
+    own line (no newline before a call that opens the turn)."""
+    reasoning, content = ("", _content(message)) if last_query is None else split_reasoning(message)
+    text = content
+    if last_query is not None and index > last_query and (is_last or reasoning):
+        text = f"<think>\n{reasoning.strip(chr(10))}\n</think>\n\n{content.lstrip(chr(10))}"
     calls = "\n".join(_tool_call(call, index) for call in message.get("tool_calls") or [])
     if content and calls:
-        content += "\n"
-    return f"<|im_start|>assistant\n{content}{calls}<|im_end|>\n"
+        text += "\n"
+    return f"<|im_start|>assistant\n{text}{calls}<|im_end|>\n"
 
 
 def _tool_call(call: dict, index: int) -> str:
@@ -113,57 +167,7 @@ def _tool_result(messages: list[dict], index: int) -> str:
     return ("<|im_start|>user" if opens else "") + body + ("<|im_end|>\n" if closes else "")
 
 
-# The same format for transformers' `apply_chat_template` and vLLM. Every tag strips the whitespace
-# before it ({%- / {{-), so the output does not depend on the engine's trim_blocks/lstrip_blocks.
-QWEN3_CHAT_TEMPLATE = r"""
-{%- set has_system = messages | length > 0 and messages[0].role == 'system' %}
-{%- if tools %}
-    {{- '<|im_start|>system\n' }}
-    {%- if has_system %}
-        {{- (messages[0].content if messages[0].content is string else '') + '\n\n' }}
-    {%- endif %}
-    {{- '# Tools\n\nYou may call one or more functions to assist with the user query.\n\n' }}
-    {{- 'You are provided with function signatures within <tools></tools> XML tags:\n<tools>' }}
-    {%- for tool in tools %}
-        {{- '\n' + (tool | tojson) }}
-    {%- endfor %}
-    {{- '\n</tools>\n\nFor each function call, return a json object with function name and arguments ' }}
-    {{- 'within <tool_call></tool_call> XML tags:\n<tool_call>\n' }}
-    {{- '{"name": <function-name>, "arguments": <args-json-object>}\n</tool_call><|im_end|>\n' }}
-{%- elif has_system %}
-    {{- '<|im_start|>system\n' + (messages[0].content if messages[0].content is string else '') }}
-    {{- '<|im_end|>\n' }}
-{%- endif %}
-{%- for message in messages %}
-    {%- set content = message.content if message.content is string else '' %}
-    {%- if message.role == 'user' or (message.role == 'system' and not loop.first) %}
-        {{- '<|im_start|>' + message.role + '\n' + content + '<|im_end|>\n' }}
-    {%- elif message.role == 'assistant' %}
-        {{- '<|im_start|>assistant\n' + content }}
-        {%- for tool_call in message.tool_calls or [] %}
-            {%- set function = tool_call.function or tool_call %}
-            {%- if content or not loop.first %}
-                {{- '\n' }}
-            {%- endif %}
-            {{- '<tool_call>\n{"name": "' ~ function.name ~ '", "arguments": ' }}
-            {{- function.arguments if function.arguments is string else function.arguments | tojson }}
-            {{- '}\n</tool_call>' }}
-        {%- endfor %}
-        {{- '<|im_end|>\n' }}
-    {%- elif message.role == 'tool' %}
-        {%- if loop.first or messages[loop.index0 - 1].role != 'tool' %}
-            {{- '<|im_start|>user' }}
-        {%- endif %}
-        {{- '\n<tool_response>\n' + content + '\n</tool_response>' }}
-        {%- if loop.last or messages[loop.index0 + 1].role != 'tool' %}
-            {{- '<|im_end|>\n' }}
-        {%- endif %}
-    {%- endif %}
-{%- endfor %}
-{%- if add_generation_prompt %}
-    {{- '<|im_start|>assistant\n' }}
-{%- endif %}
-""".strip()
+QWEN3_CHAT_TEMPLATE = chat_template(INSTRUCT_2507)  # what the tiny world and exports of 2507 models carry
 
 
 def carries_loss(message: dict) -> bool:
