@@ -11,7 +11,8 @@ import json
 import random
 from dataclasses import dataclass
 
-WORDS = ("table", "join", "分區", "索引", "backfill", "café", "naïve", "🌍", "schema", "快照", "x = 1", "\"quoted\"")
+WORDS = ("table", "join", "分區", "索引", "backfill", "café", "naïve", "🌍", "schema", "快照", "x = 1",
+         "\"quoted\"")
 TOOL = {"type": "function", "function": {"name": "count_rows", "description": "Count rows — 計數",
                                          "parameters": {"type": "object", "properties": {"table": {"type": "string"}}}}}
 BARE_TOOL = {"name": "last_load", "parameters": {"type": "object", "properties": {}}}

@@ -17,9 +17,11 @@ from trainer.job.template_check import (
                                         check_model_template,
                                         read_chat_template,
                                         render_with_template,
+                                        template_family,
                                         template_mismatches,
                                         )
 from trainer.text.chat import QWEN3_CHAT_TEMPLATE
+from trainer.text.chat_templates import FAMILIES, HYBRID, INSTRUCT_2507, chat_template
 
 
 def replace_once(template: str, old: str, new: str) -> str:
@@ -64,7 +66,10 @@ turns={{ ns.turns }} eos={{ eos_token }}
 
 def test_probes_cover_the_brief():
     names = [probe.name for probe in PROBES]
-    assert 6 <= len(PROBES) <= 8 and len(set(names)) == len(names)
+    assert 6 <= len(PROBES) <= 10 and len(set(names)) == len(names)
+    assert any(m.get("reasoning_content") for p in PROBES for m in p.messages)
+    assert any("</think>" in m["content"] for p in PROBES for m in p.messages)
+    assert any(p.enable_thinking is False and p.add_generation_prompt for p in PROBES)
     calls = [m["tool_calls"] for p in PROBES for m in p.messages if m.get("tool_calls")]
     arguments = [call["function"]["arguments"] for group in calls for call in group]
     assert any(isinstance(a, dict) for a in arguments) and any(isinstance(a, str) for a in arguments)
@@ -76,6 +81,23 @@ def test_probes_cover_the_brief():
 
 def test_our_own_template_has_no_mismatches():
     assert template_mismatches(QWEN3_CHAT_TEMPLATE) == []
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_each_family_is_found_from_its_template_and_no_other(family):
+    found, mismatches = template_family(chat_template(family))
+    assert found == family and mismatches[family] == []
+    assert all(mismatches[other] for other in FAMILIES if other != family)  # the probes tell them apart
+
+
+def test_a_thinking_model_is_named_and_not_trained_in_another_format_yet(tmp_path):
+    folder = write_model(tmp_path / "m", chat_template(HYBRID))
+    with pytest.raises(TrainerError, match=r"tokenizer_config.json: this model's chat template is Qwen3's hybrid "
+                                           r"format; the trainer trains the instruct-2507 format only so far"):
+        check_model_template(folder, False, fail_on_warn)
+    warnings = []
+    assert check_model_template(folder, True, warnings.append) == INSTRUCT_2507 and len(warnings) == 1
+    assert check_model_template(write_model(tmp_path / "i", QWEN3_CHAT_TEMPLATE), False, fail_on_warn) == INSTRUCT_2507
 
 
 def test_generation_tags_render_their_body():

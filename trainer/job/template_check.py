@@ -1,10 +1,11 @@
-"""Check that a model's own chat template renders conversations the way the trainer does.
+"""Which Qwen3 chat format a model's own template renders, found by rendering, never by name.
 
-The trainer renders every conversation with `render_chat` (the Qwen3-4B-Instruct-2507 layout).
-A base model whose tokenizer carries a different template (a default system prompt, a <think>
-block, another tool-call syntax) would be fine-tuned on one layout and prompted with another at
-inference. So before training, each probe conversation below is rendered twice, by the model's
-template and by `render_chat`, and any difference is reported.
+The trainer renders every conversation with `render_chat` in one of the Qwen3 dense families
+(instruct-2507, hybrid, thinking-2507). A base model whose tokenizer carries another template (a
+default system prompt, another tool-call syntax) would be fine-tuned on one layout and prompted
+with another at inference. So before training, each probe conversation below is rendered by the
+model's template and by `render_chat` in each family; the family that renders every probe the
+same is the model's, and without one the differences are reported.
 
 The template comes from the model folder and is untrusted code: it runs only inside jinja2's
 immutable sandbox, set up the way transformers' `apply_chat_template` sets it up.
@@ -23,6 +24,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from trainer.errors import TrainerError
 from trainer.text.chat import render_chat
+from trainer.text.chat_templates import FAMILIES, INSTRUCT_2507
 
 # What transformers passes a Qwen3 template besides the conversation (its bos_token is None, so absent).
 QWEN3_SPECIAL_TOKENS = {"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"}
@@ -37,6 +39,7 @@ class Probe(NamedTuple):
     messages: list[dict]
     tools: list[dict] | None
     add_generation_prompt: bool
+    enable_thinking: bool | None = None  # the hybrid family's switch, passed to the template when set
 
 
 WEATHER_TOOL = {
@@ -94,6 +97,13 @@ PROBES = (
         {"role": "user", "content": "Grüße! 你好 🌍"},
         {"role": "assistant", "content": "Hallo, schön dich zu sehen 😊"},
     ], None, False),
+    Probe("reasoning_over_two_turns", [
+        {"role": "user", "content": "2+2?"},
+        {"role": "assistant", "content": "4", "reasoning_content": "Two and two."},
+        {"role": "user", "content": "And 3+3?"},
+        {"role": "assistant", "content": "<think>\nThree and three.\n</think>\n\n6"},
+    ], None, False),
+    Probe("thinking_switched_off", [{"role": "user", "content": "Say yes."}], None, True, enable_thinking=False),
 )
 
 
@@ -142,11 +152,14 @@ def render_with_template(
     tools: list[dict] | None,
     add_generation_prompt: bool,
     special_tokens: dict[str, str] | None = None,
+    enable_thinking: bool | None = None,
 ) -> str:
-    """Render a conversation with a Jinja chat template, as transformers' `apply_chat_template` would."""
+    """Render a conversation with a Jinja chat template, as transformers' `apply_chat_template` would
+    (enable_thinking, when set, is passed on as a template variable, as its keyword arguments are)."""
     tokens = QWEN3_SPECIAL_TOKENS if special_tokens is None else special_tokens
+    switch = {} if enable_thinking is None else {"enable_thinking": enable_thinking}
     return _compile(template).render(
-        messages=messages, tools=tools, add_generation_prompt=add_generation_prompt, **tokens
+        messages=messages, tools=tools, add_generation_prompt=add_generation_prompt, **tokens, **switch
     )
 
 
@@ -157,22 +170,30 @@ def _first_difference(theirs: str, ours: str) -> str:
     return f"differs at character {index}: template {theirs[start:end]!r}, trainer {ours[start:end]!r}"
 
 
-def _probe_mismatch(template: str, probe: Probe, special_tokens: dict[str, str] | None) -> str | None:
+def _probe_mismatch(template: str, probe: Probe, special_tokens: dict[str, str] | None, family: str) -> str | None:
     """A description of how the template's rendering of one probe differs from ours, or None."""
-    ours = render_chat(probe.messages, probe.add_generation_prompt, probe.tools)
+    ours = render_chat(probe.messages, probe.add_generation_prompt, probe.tools, family, probe.enable_thinking)
     try:
         theirs = render_with_template(
-            template, probe.messages, probe.tools, probe.add_generation_prompt, special_tokens
+            template, probe.messages, probe.tools, probe.add_generation_prompt, special_tokens, probe.enable_thinking
         )
     except Exception as error:  # the template is foreign code: any failure is a finding, not a crash
         return f"{probe.name}: template failed: {type(error).__name__}: {' '.join(str(error).split())}"
     return None if theirs == ours else f"{probe.name}: {_first_difference(theirs, ours)}"
 
 
-def template_mismatches(template: str, special_tokens: dict[str, str] | None = None) -> list[str]:
-    """One line per probe that the template renders differently from `render_chat`; [] when all agree."""
-    found = (_probe_mismatch(template, probe, special_tokens) for probe in PROBES)
+def template_mismatches(template: str, special_tokens: dict[str, str] | None = None,
+                        family: str = INSTRUCT_2507) -> list[str]:
+    """One line per probe that the template renders differently from `render_chat` in `family`; [] when
+    all agree."""
+    found = (_probe_mismatch(template, probe, special_tokens, family) for probe in PROBES)
     return [mismatch for mismatch in found if mismatch is not None]
+
+
+def template_family(template: str, special_tokens: dict[str, str] | None = None) -> tuple[str | None, dict]:
+    """(the family whose rendering the template matches on every probe, or None; family -> mismatches)."""
+    mismatches = {family: template_mismatches(template, special_tokens, family) for family in FAMILIES}
+    return next((family for family, found in mismatches.items() if not found), None), mismatches
 
 
 def _read_json(path: Path) -> dict:
@@ -214,20 +235,28 @@ def read_chat_template(model_dir: Path) -> tuple[Path, str, dict[str, str]] | No
     return None if template is None else (config_path, template, tokens)
 
 
-def check_model_template(model_dir: Path, trust_our_template: bool, warn: Callable[[str], None]) -> None:
-    """Refuse (or, when trusted, warn about) a model whose chat template differs from the trainer's format."""
+def check_model_template(model_dir: Path, trust_our_template: bool, warn: Callable[[str], None]) -> str:
+    """The family of the model's chat template (instruct-2507 without one). A template of no family is
+    refused (or, when trusted, warned about, and trained as instruct-2507)."""
     found = read_chat_template(Path(model_dir))
     if found is None:
-        return
+        return INSTRUCT_2507
     path, template, tokens = found
-    mismatches = template_mismatches(template, tokens)
-    if not mismatches:
-        return
-    finding = (
-        f"{path}: this model's chat template renders {len(mismatches)} of {len(PROBES)} probe conversations "
-        f"differently from the trainer's Qwen3-4B-Instruct-2507 format (first: {mismatches[0]}); "
-        "training would teach a layout the model does not use at inference."
-    )
+    family, mismatches = template_family(template, tokens)
+    if family == INSTRUCT_2507:
+        return family
+    if family is not None:  # until the job renders every family, a thinking model is not trained in the wrong one
+        finding = (f"{path}: this model's chat template is Qwen3's {family} format; the trainer trains the "
+                   "instruct-2507 format only so far, and training it would teach a layout the model does not use "
+                   "at inference.")
+    else:
+        closest = min(FAMILIES, key=lambda name: len(mismatches[name]))
+        finding = (
+            f"{path}: this model's chat template renders {len(mismatches[closest])} of {len(PROBES)} probe "
+            f"conversations differently from the trainer's nearest Qwen3 format, {closest} (first: "
+            f"{mismatches[closest][0]}); training would teach a layout the model does not use at inference."
+        )
     if not trust_our_template:
         raise TrainerError(f"{finding} Pass --trust-our-template to train anyway.")
-    warn(f"{finding} Training anyway because --trust-our-template was given.")
+    warn(f"{finding} Training anyway, in the instruct-2507 format, because --trust-our-template was given.")
+    return INSTRUCT_2507
