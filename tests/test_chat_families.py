@@ -1,6 +1,7 @@
 """The hybrid and Thinking-2507 chat formats: hand-derived renderings of the published rules, and
 render_chat against our Jinja templates run by transformers on 600 random conversations a family."""
 
+import json
 from collections import Counter
 
 import pytest
@@ -8,6 +9,7 @@ from transformers.utils.chat_template_utils import render_jinja_template
 
 from random_chats import random_chats
 from trainer.errors import TrainerError
+from trainer.text.data import IGNORE_INDEX, example_from_messages, example_from_prompt_target
 from trainer.text.chat import last_query_index, render_chat, split_reasoning
 from trainer.text.chat_templates import FAMILIES, HYBRID, INSTRUCT_2507, THINKING_2507, chat_template
 
@@ -134,3 +136,64 @@ def test_render_chat_equals_the_jinja_template_on_600_random_conversations(famil
                                           add_generation_prompt=chat.add_generation_prompt, **switch)
         ours = render_chat(chat.messages, chat.add_generation_prompt, chat.tools, family, chat.enable_thinking)
         assert ours == theirs[0], f"conversation {number}"
+
+
+# ---------------------------------------------------------------------------
+# The masking policy: which tokens of a row carry loss, in each family
+# ---------------------------------------------------------------------------
+
+QA = [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "A"}]
+REASONED = [{"role": "user", "content": "Q"}, {"role": "assistant", "content": "A", "reasoning_content": "R"}]
+
+
+def graded(tokenizer, example) -> list[str]:
+    """The graded answers' text, one string per run of graded positions."""
+    runs, current = [], []
+    for label in [*example.labels, IGNORE_INDEX]:
+        if label != IGNORE_INDEX:
+            current.append(label)
+        elif current:
+            runs, current = runs + [tokenizer.decode(current)], []
+    return runs
+
+
+@pytest.mark.parametrize("family, messages, expected", [
+    (INSTRUCT_2507, QA, ["A<|im_end|>"]),
+    (HYBRID, QA, ["A<|im_end|>"]),  # the empty think block is the prompt, as with thinking off
+    (THINKING_2507, QA, ["\n</think>\n\nA<|im_end|>"]),  # "<think>\n" is the prompt; closing it is learned
+    (INSTRUCT_2507, REASONED, ["A<|im_end|>"]),  # this format has no place for reasoning
+    (HYBRID, REASONED, ["<think>\nR\n</think>\n\nA<|im_end|>"]),
+    (THINKING_2507, REASONED, ["R\n</think>\n\nA<|im_end|>"]),
+    (HYBRID, TWO_TURNS, ["A1<|im_end|>", "<think>\nR2\n</think>\n\nA2<|im_end|>"]),  # R1 is dropped
+    (THINKING_2507, TWO_TURNS, ["A1<|im_end|>", "R2\n</think>\n\nA2<|im_end|>"]),
+])
+def test_each_family_grades_the_models_own_writing(qwen_tokenizer, family, messages, expected):
+    example = example_from_messages(qwen_tokenizer, messages, 96, family=family)
+    assert graded(qwen_tokenizer, example) == expected
+    read = qwen_tokenizer.decode(list(example.input_ids))
+    assert ("<think>\n\n</think>\n\nA" in read) == (family != INSTRUCT_2507 and messages is QA)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_a_prompt_target_pair_is_the_same_example_as_the_conversation(qwen_tokenizer, family):
+    pair = example_from_prompt_target(qwen_tokenizer, "你是誰", "我是 F# 之神", 96, family=family)
+    assert pair == example_from_messages(qwen_tokenizer, [{"role": "user", "content": "你是誰"},
+                                                          {"role": "assistant", "content": "我是 F# 之神"}], 96,
+                                         family=family)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_show_example_renders_and_grades_a_row_as_each_family_does(tmp_path, qwen_tokenizer, family):
+    from click.testing import CliRunner
+
+    from trainer.commands.show_example import main as show_main
+
+    path = tmp_path / "rows.jsonl"
+    path.write_text(json.dumps({"messages": TWO_TURNS}) + "\n", encoding="utf-8")
+    result = CliRunner().invoke(show_main, ["--data", str(path), "--family", family])
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith(f"{path}:1, rendered:\n{render_chat(TWO_TURNS, family=family)}")
+    expected = example_from_messages(qwen_tokenizer, TWO_TURNS, 96, family=family)
+    assert result.output.splitlines()[-1] == f"{len(expected.input_ids)} positions, " \
+                                             f"{expected.answer_token_count} graded answer tokens"
+    assert ("<think>\nR2\n</think>" in result.output) == (family != INSTRUCT_2507)

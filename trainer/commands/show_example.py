@@ -2,10 +2,13 @@
 
     python scripts/show_example.py --prompt 你是誰 --target "我是 F# 之神"
     python scripts/show_example.py --data my_rows.jsonl --row 3        # any format prepare_data.py reads
+    python scripts/show_example.py --data my_rows.jsonl --family hybrid  # as a hybrid-thinking Qwen3 learns it
 
 Prints the rendered chat text, then one row per position: what the model reads, what it
 must predict, and whether that prediction is graded (answer text the row teaches) or not (the
-prompt, or a turn weighted out). The user's check of their own data before a long run.
+prompt, or a turn weighted out). The user's check of their own data before a long run. With
+--family, the row is rendered and masked as that Qwen3 format does (see the README's masking
+policy): which reasoning is learned, and which think block is prompt.
 """
 
 from itertools import islice
@@ -17,6 +20,8 @@ from .. import IGNORE_INDEX, example_from_prompt_target, load_tokenizer, render_
 from ..cli import user_errors_as_messages
 from ..errors import TrainerError
 from ..prep.sources import detect_format, stream_records, to_conversation
+from ..text.chat import reply_opening
+from ..text.chat_templates import FAMILIES, INSTRUCT_2507
 from ..text.data import Example, example_from_messages
 from ..text.readers import Conversation
 from ..text.tokenizer import Tokenizer
@@ -53,18 +58,22 @@ def show_positions(tokenizer: Tokenizer, example: Example) -> None:
 @click.option("--seq-len", default=96, show_default=True, help="Keep at most this many positions (from the right).")
 @click.option("--tokenizer", "tokenizer_name", default="tiny", show_default=True,
               help="`tiny` (the offline Qwen3 tokenizer) or a model directory with tokenizer.json.")
+@click.option("--family", type=click.Choice(FAMILIES), default=INSTRUCT_2507, show_default=True,
+              help="The Qwen3 chat format: instruct-2507, hybrid (the original Qwen3 release, thinking off for "
+                   "--prompt) or thinking-2507.")
 @user_errors_as_messages
-def main(prompt: str, target: str, data: Path | None, row: int, seq_len: int, tokenizer_name: str) -> None:
+def main(prompt: str, target: str, data: Path | None, row: int, seq_len: int, tokenizer_name: str, family: str) -> None:
     tokenizer = load_tokenizer(tokenizer_name)
     if data is None:
-        rendered = render_chat([{"role": "user", "content": prompt}], add_generation_prompt=True)
-        click.echo(f"rendered prompt + answer:\n{rendered}{target}<|im_end|>\n")
-        show_positions(tokenizer, example_from_prompt_target(tokenizer, prompt, target, seq_len))
+        rendered = render_chat([{"role": "user", "content": prompt}], True, family=family, enable_thinking=False)
+        click.echo(f"rendered prompt + answer:\n{rendered}{reply_opening(family)}{target}<|im_end|>\n")
+        show_positions(tokenizer, example_from_prompt_target(tokenizer, prompt, target, seq_len, family=family))
         return
     conversation = conversation_at(data, row)
     tools = list(conversation.tools) if conversation.tools else None
-    click.echo(f"{conversation.source}, rendered:\n{render_chat(list(conversation.messages), tools=tools)}")
-    show_positions(tokenizer, example_from_messages(tokenizer, conversation.messages, seq_len, tools))
+    rendered = render_chat(list(conversation.messages), tools=tools, family=family)
+    click.echo(f"{conversation.source}, rendered:\n{rendered}")
+    show_positions(tokenizer, example_from_messages(tokenizer, conversation.messages, seq_len, tools, family=family))
 
 
 if __name__ == "__main__":

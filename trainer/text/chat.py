@@ -176,18 +176,39 @@ def carries_loss(message: dict) -> bool:
     return message.get("role") == "assistant" and message.get("weight", message.get("loss_weight", 1)) != 0
 
 
-def answer_spans(messages: Sequence[dict], tools: Sequence[dict] | None = None) -> list[tuple[int, int]]:
+def answer_spans(messages: Sequence[dict], tools: Sequence[dict] | None = None,
+                 family: str = INSTRUCT_2507) -> list[tuple[int, int]]:
     """Character spans [start, end) of each learned assistant turn's output in render_chat(messages)
     (a turn weighted out stays in the text, as context, without a span).
 
-    A span starts after "<|im_start|>assistant\\n" and ends after that turn's "<|im_end|>"
-    (tool calls included: they are the assistant's output too). The template only appends,
-    so the text before turn i is the rendering of messages[:i] plus the generation prompt.
+    A span ends after that turn's <|im_end|> (tool calls included: they are the assistant's output
+    too) and starts where the model's own writing starts: after "<|im_start|>assistant\n" and
+    after whatever of the turn the generation prompt holds at inference (prompted_opening): the
+    masking policy of each family, in the README's words.
     """
-    spans = []
-    for i, message in enumerate(messages):
+    parts = render_parts(list(messages), list(tools) if tools else None, family)
+    spans, offset = [], len(parts[0])
+    for message, part in zip(messages, parts[1:]):
         if carries_loss(message):
-            start = len(render_chat(list(messages[:i]), add_generation_prompt=True, tools=tools))
-            end = len(render_chat(list(messages[: i + 1]), tools=tools)) - len("\n")
-            spans.append((start, end))
+            body = part[len(GENERATION_PROMPT):]
+            spans.append((offset + len(GENERATION_PROMPT) + len(prompted_opening(body, family)),
+                          offset + len(part) - len("\n")))
+        offset += len(part)
     return spans
+
+
+def prompted_opening(body: str, family: str) -> str:
+    """What of an assistant turn's text (after its header) belongs to the prompt, not the answer:
+    Thinking-2507's "<think>\n", which its generation prompt always opens; and a hybrid model's empty
+    think block, which is its generation prompt with thinking off. Reasoning itself is learned."""
+    if family == THINKING_2507 and body.startswith("<think>\n"):
+        return "<think>\n"
+    if family == HYBRID and body.startswith(EMPTY_THINK):
+        return EMPTY_THINK
+    return ""
+
+
+def reply_opening(family: str) -> str:
+    """What a reply without reasoning writes after the generation prompt (with thinking off) and
+    before its answer: Thinking-2507 closes the think block its prompt opened."""
+    return "\n</think>\n\n" if family == THINKING_2507 else ""

@@ -19,7 +19,8 @@ from typing import Protocol
 import torch
 
 from ..errors import TrainerError
-from .chat import answer_spans, render_chat
+from .chat import answer_spans, render_chat, reply_opening
+from .chat_templates import INSTRUCT_2507
 
 IGNORE_INDEX = -100  # cross_entropy skips targets with this value
 
@@ -109,18 +110,22 @@ class AnswerTooLong(TrainerError):
 
 
 def example_from_prompt_target(
-    tokenizer: TextEncoder, prompt: str, target: str, seq_len: int, system: str | None = None, ends_turn: bool = True
+    tokenizer: TextEncoder, prompt: str, target: str, seq_len: int, system: str | None = None, ends_turn: bool = True,
+    family: str = INSTRUCT_2507,
 ) -> Example:
     """The F# path: rendered prompt + target + <|im_end|>, window, shift, slice the response.
 
     ends_turn=False leaves <|im_end|> out: the target is the start of a longer reply (a base
-    model's reply cut at its token budget), so the model must not learn to stop there.
+    model's reply cut at its token budget), so the model must not learn to stop there. A thinking
+    family is prompted with thinking off (hybrid: the empty think block is prompt), and the same
+    pair as a conversation gives the same example.
     """
     if not target.strip():
         raise TrainerError("the target (answer) is empty")
     messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
-    prompt_ids = tokenizer.encode(render_chat(messages, add_generation_prompt=True))
-    answer_ids = tokenizer.encode(target) + ([tokenizer.im_end_id] if ends_turn else [])
+    prompt = render_chat(messages, add_generation_prompt=True, family=family, enable_thinking=False)
+    prompt_ids = tokenizer.encode(prompt)
+    answer_ids = tokenizer.encode(reply_opening(family) + target) + ([tokenizer.im_end_id] if ends_turn else [])
     _check_answer_fits(len(answer_ids), seq_len)
     window_start, kept = window(prompt_ids + answer_ids, seq_len)
     input_ids, target_ids = make_next_token_pairs(kept)
@@ -164,15 +169,17 @@ def example_from_messages(
     seq_len: int,
     tools: Sequence[dict] | None = None,
     last_turn_only: bool = False,
+    family: str = INSTRUCT_2507,
 ) -> Example:
-    """A multi-turn conversation: loss on every assistant turn (or only the last one)."""
-    spans = answer_spans(messages, tools)
+    """A multi-turn conversation: loss on every assistant turn (or only the last one), as `family`
+    renders it and masks it (trainer.text.chat.answer_spans)."""
+    spans = answer_spans(messages, tools, family)
     if not spans:
         raise TrainerError("the conversation has no assistant turn to learn from")
     if last_turn_only:
         spans = spans[-1:]
     # Nothing after the last answer's <|im_end|> has a target worth learning: cut it off.
-    text = render_chat(list(messages), tools=tools)[: spans[-1][1]]
+    text = render_chat(list(messages), tools=list(tools) if tools else None, family=family)[: spans[-1][1]]
     ids, is_answer = encode_segments(tokenizer, text, spans)
     _check_answer_fits(last_answer_length(is_answer), seq_len)
     return example_from_mask(ids, is_answer, seq_len)
