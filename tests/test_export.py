@@ -10,6 +10,8 @@ from safetensors.torch import load_file, save_file
 from test_weights import SMALL, random_weights
 from trainer.errors import TrainerError
 from trainer.job.export import MERGED_SHARD_BYTES, check_merged, export, merged_tensors
+from trainer.job.template_check import folder_family
+from trainer.text.chat_templates import HYBRID, chat_template
 from trainer.qwen3.config import QWEN3_4B_INSTRUCT_2507
 from trainer.qwen3.lora import LoraSettings, init_lora, load_adapter
 from trainer.qwen3.weights import INDEX_FILE, SINGLE_FILE, expected_shapes, load_weights, save_weights, write_weights
@@ -105,3 +107,17 @@ def test_merged_shards_of_the_4b_shape_stay_small():
     sizes = [torch.Size(shape).numel() * 2 for shape in expected_shapes(QWEN3_4B_INSTRUCT_2507).values()]
     assert MERGED_SHARD_BYTES == 10**9 and max(sizes) < MERGED_SHARD_BYTES
     assert round(sum(sizes) / 1e9, 2) == 8.04
+
+
+def test_merged_keeps_the_base_models_own_template_files(tmp_path):
+    """A base whose template is in chat_template.jinja (a hybrid Qwen3, say): merged/ carries it
+    unchanged, so its family is the base's."""
+    original = tmp_path / "original"
+    save_weights({name: t.to(torch.bfloat16) for name, t in random_weights(SMALL).items()}, original)
+    (original / "tokenizer.json").write_text("{}", encoding="utf-8")
+    (original / "tokenizer_config.json").write_text('{"eos_token": "<|im_end|>"}', encoding="utf-8")
+    (original / "chat_template.jinja").write_text(chat_template(HYBRID), encoding="utf-8")
+    export(init_lora(SMALL, LORA, seed=0), LORA, "original", original, SMALL, tmp_path / "out")
+    for name in ("tokenizer_config.json", "chat_template.jinja"):
+        assert (tmp_path / "out" / "merged" / name).read_bytes() == (original / name).read_bytes()
+    assert folder_family(tmp_path / "out" / "merged") == HYBRID

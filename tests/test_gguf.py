@@ -22,6 +22,7 @@ from trainer.qwen3.config import TINY, load_config
 from trainer.qwen3.hf_folder import write_model_dir
 from trainer.qwen3.weights import load_weights
 from trainer.text.chat import QWEN3_CHAT_TEMPLATE
+from trainer.text.chat_templates import HYBRID, INSTRUCT_2507, THINKING_2507
 from trainer.text.tokenizer import tiny_tokenizer_path
 
 gguf = pytest.importorskip("gguf")
@@ -190,6 +191,14 @@ def test_default_paths_and_the_ollama_modelfile(tmp_path):
     text = modelfile_text(Path("out/gguf/whoami-tiny-q8_0.gguf"))
     assert text.startswith("FROM ./whoami-tiny-q8_0.gguf\n")
     assert "<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n" in text and text.count("PARAMETER stop") == 2
+    assert '{{ end }}<|im_start|>assistant\n"""\n' in text
+
+
+@pytest.mark.parametrize("family, opening", [(INSTRUCT_2507, ""), (HYBRID, "<think>\n\n</think>\n\n"),
+                                             (THINKING_2507, "<think>\n")])
+def test_the_modelfile_opens_the_reply_as_the_family_serves_it(family, opening):
+    text = modelfile_text(Path("m.gguf"), family)
+    assert f'{{{{ end }}}}<|im_start|>assistant\n{opening}"""\n' in text
 
 
 def test_the_export_command_writes_the_file_and_its_modelfile(tmp_path, world_dir):

@@ -3,8 +3,13 @@
 One tiny who-am-i run with --gguf f32, then the other types from its OUT/merged. For each file,
 llama.cpp must tokenize every rendered prompt to our ids, and its greedy replies must equal our
 decoder's on every held-out identity question and every control question: all of them for
-f32/f16/bf16, at least 95% for q8_0. CI builds llama-cpp-python once (see .ci/run).
+f32/f16/bf16, at least 95% for q8_0. Then, for each Qwen3 chat family, the tiny world's files with
+that family's template: prompts rendered through the template the GGUF carries, by
+llama-cpp-python's own formatter, must be ours, and tokenize to our ids. CI builds
+llama-cpp-python once (see .ci/run).
 """
+import json
+import shutil
 
 import subprocess
 import sys
@@ -18,7 +23,10 @@ from trainer.job.gguf_export import write_gguf
 from trainer.job.loading import load_model
 from trainer.qwen3.generate import answer_questions
 from trainer.qwen3.model import forward, head_weight
+from trainer.job.loading import resolve_model
 from trainer.text.chat import render_chat
+from trainer.text.chat_templates import FAMILIES, chat_template
+from random_chats import random_chats
 from trainer.text.facts import control_facts
 from trainer.text.whoami import whoami_splits
 
@@ -91,3 +99,33 @@ def test_llama_cpp_reads_our_prompts_and_gives_our_greedy_replies(result, ours, 
     # llama.cpp keeps its KV cache in f16 even for f32 weights: 1.5e-3 measured for f32, 2.0e-3 f16,
     # 1.7e-2 bf16, 7.5e-2 q8_0, on logits that span about -13 to 17.
     assert difference < {"f32": 5e-3, "f16": 5e-3, "bf16": 0.05, "q8_0": 0.25}[gguf_type]
+
+
+@pytest.fixture(scope="module")
+def family_ggufs(tmp_path_factory) -> dict[str, Path]:
+    """family -> an f32 GGUF of the tiny world whose tokenizer_config.json carries that family's template."""
+    world, files = resolve_model("tiny"), {}
+    for family in FAMILIES:
+        folder = tmp_path_factory.mktemp(family)
+        for path in world.iterdir():
+            (folder / path.name).symlink_to(path) if path.suffix == ".safetensors" else shutil.copy(path, folder)
+        config = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
+        (folder / "tokenizer_config.json").write_text(json.dumps(config | {"chat_template": chat_template(family)}),
+                                                      encoding="utf-8")
+        files[family] = write_gguf(folder, folder / f"{family}.gguf", "f32")
+    return files
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_llama_cpp_prompts_through_the_exported_template_are_ours(family_ggufs, family, qwen_tokenizer):
+    llm = llama_cpp.Llama(str(family_ggufs[family]), vocab_only=True, verbose=False)
+    template = llm.metadata["tokenizer.chat_template"]
+    assert template == chat_template(family)
+    for number, chat in enumerate(random_chats(100, seed=10 + FAMILIES.index(family))):
+        formatter = llama_cpp.llama_chat_format.Jinja2ChatFormatter(template, eos_token="<|im_end|>", bos_token="",
+                                                                     add_generation_prompt=chat.add_generation_prompt)
+        switch = {} if chat.enable_thinking is None else {"enable_thinking": chat.enable_thinking}
+        prompt = formatter(messages=chat.messages, tools=chat.tools, **switch).prompt
+        ours = render_chat(chat.messages, chat.add_generation_prompt, chat.tools, family, chat.enable_thinking)
+        assert prompt == ours, f"conversation {number}"
+        assert llm.tokenize(prompt.encode("utf-8"), add_bos=False, special=True) == qwen_tokenizer.encode(ours)

@@ -15,13 +15,14 @@ from trainer.job.template_check import (
                                         PROBES,
                                         QWEN3_SPECIAL_TOKENS,
                                         check_model_template,
+                                        folder_family,
                                         read_chat_template,
                                         render_with_template,
                                         template_family,
                                         template_mismatches,
                                         )
 from trainer.text.chat import QWEN3_CHAT_TEMPLATE
-from trainer.text.chat_templates import FAMILIES, HYBRID, INSTRUCT_2507, chat_template
+from trainer.text.chat_templates import FAMILIES, HYBRID, INSTRUCT_2507, THINKING_2507, chat_template
 
 
 def replace_once(template: str, old: str, new: str) -> str:
@@ -98,6 +99,13 @@ def test_a_thinking_model_is_named_and_not_trained_in_another_format_yet(tmp_pat
     warnings = []
     assert check_model_template(folder, True, warnings.append) == INSTRUCT_2507 and len(warnings) == 1
     assert check_model_template(write_model(tmp_path / "i", QWEN3_CHAT_TEMPLATE), False, fail_on_warn) == INSTRUCT_2507
+
+
+def test_a_folders_family_is_read_from_its_template(tmp_path):
+    assert folder_family(write_model(tmp_path / "h", chat_template(HYBRID))) == HYBRID
+    assert folder_family(write_model(tmp_path / "j", jinja=chat_template(THINKING_2507))) == THINKING_2507
+    assert folder_family(write_model(tmp_path / "n")) == INSTRUCT_2507  # no template
+    assert folder_family(write_model(tmp_path / "d", DEFAULT_SYSTEM_TEMPLATE)) == INSTRUCT_2507  # no family
 
 
 def test_generation_tags_render_their_body():

@@ -13,6 +13,7 @@ import click
 
 from ..cli import user_errors_as_messages
 from ..job.gguf_export import GGUF_TYPES, default_gguf_path, require_gguf, write_gguf, write_modelfile
+from ..job.template_check import folder_family
 
 
 @click.command()
@@ -29,7 +30,7 @@ def main(model_dir: Path, gguf_type: str, out: Path | None) -> None:
     target = out or default_gguf_path(model_dir, gguf_type)
     started = time.perf_counter()
     written = write_gguf(model_dir, target, gguf_type)
-    modelfile = write_modelfile(written)
+    modelfile = write_modelfile(written, folder_family(model_dir))
     click.echo(f"wrote {written} ({written.stat().st_size / 1e6:.1f} MB, {time.perf_counter() - started:.1f} s) "
                f"and {modelfile}")
 

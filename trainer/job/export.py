@@ -72,11 +72,12 @@ def export(learned: dict[str, torch.Tensor], lora: LoraSettings | None, base_mod
 def write_merged(make: MakeTensor, config: Qwen3Config, model_dir: Path, out_dir: Path,
                  progress: Progress = no_progress) -> None:
     """Weights (made and written shard by shard), config and the base model's own tokenizer files
-    (its chat template included)."""
+    (its chat template included, in tokenizer_config.json or chat_template.jinja)."""
     write_weights(merged_layout(config), make, out_dir, MERGED_SHARD_BYTES, progress)
     write_model_files(config, model_dir / "tokenizer.json", out_dir, dtype="bfloat16")
-    if (model_dir / "tokenizer_config.json").is_file():
-        shutil.copyfile(model_dir / "tokenizer_config.json", out_dir / "tokenizer_config.json")
+    for name in ("tokenizer_config.json", "chat_template.jinja"):  # the base's own template, unchanged
+        if (model_dir / name).is_file():
+            shutil.copyfile(model_dir / name, out_dir / name)
 
 
 def check_merged(merged_dir: Path, make: MakeTensor, config: Qwen3Config, progress: Progress = no_progress) -> None:

@@ -29,6 +29,9 @@ from ..paths import write_atomic
 from ..progress import Progress, no_progress
 from ..qwen3.config import Qwen3Config, load_config
 from ..qwen3.weights import expected_shapes, header_shapes, is_out_of_space, safetensors_files, space_message
+from ..text.chat import generation_prompt
+from ..text.chat_templates import INSTRUCT_2507
+from .template_check import read_chat_template
 
 GGUF_TYPES = ("f32", "f16", "bf16", "q8_0")
 Q8_ROWS_PER_CHUNK = 4096  # rows quantized at once: bounds the float32 copy of a 4B embedding to ~40 MB
@@ -55,19 +58,22 @@ def default_gguf_path(model_dir: Path, gguf_type: str) -> Path:
     return model_dir.resolve().parent / "gguf" / gguf_file_name(name, gguf_type)
 
 
-def modelfile_text(gguf_file: Path) -> str:
-    """An Ollama Modelfile for the file beside it: Qwen's chat markup, both end tokens, greedy."""
+def modelfile_text(gguf_file: Path, family: str = INSTRUCT_2507) -> str:
+    """An Ollama Modelfile for the file beside it: Qwen's chat markup, both end tokens, greedy. The reply
+    opens as the family's generation prompt does: Thinking-2507 with <think>, a hybrid model with
+    thinking off (the empty think block, the mode the job trains and checks it in)."""
+    opening = generation_prompt(family, enable_thinking=False)
     return (f"FROM ./{gguf_file.name}\n"
             'TEMPLATE """{{- if .System }}<|im_start|>system\n{{ .System }}<|im_end|>\n{{ end }}'
             "{{- range .Messages }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n{{ end }}"
-            '<|im_start|>assistant\n"""\n'
+            f'{opening}"""\n'
             'PARAMETER stop "<|im_end|>"\nPARAMETER stop "<|endoftext|>"\nPARAMETER temperature 0\n')
 
 
-def write_modelfile(gguf_file: Path) -> Path:
+def write_modelfile(gguf_file: Path, family: str = INSTRUCT_2507) -> Path:
     """<file>.Modelfile beside the GGUF file: `ollama create NAME -f <file>.Modelfile`."""
     path = gguf_file.with_name(gguf_file.stem + ".Modelfile")
-    write_atomic(path, lambda temp: temp.write_text(modelfile_text(gguf_file), encoding="utf-8"))
+    write_atomic(path, lambda temp: temp.write_text(modelfile_text(gguf_file, family), encoding="utf-8"))
     return path
 
 
@@ -153,8 +159,9 @@ def add_tokenizer_keys(writer, gguf: ModuleType, model_dir: Path, vocab_size: in
     writer.add_add_bos_token(False)  # Qwen prompts start without a BOS token
     writer.add_eos_token_id(ids[tokenizer_config.get("eos_token") or "<|im_end|>"])
     writer.add_pad_token_id(ids[tokenizer_config.get("pad_token") or "<|endoftext|>"])
-    if tokenizer_config.get("chat_template"):
-        writer.add_chat_template(tokenizer_config["chat_template"])
+    found = read_chat_template(model_dir)  # chat_template.jinja wins over the key, as in transformers
+    if found is not None:
+        writer.add_chat_template(found[1])
 
 
 def write_gguf(model_dir: str | Path, out_file: str | Path, gguf_type: str, progress: Progress = no_progress) -> Path:

@@ -260,3 +260,10 @@ def check_model_template(model_dir: Path, trust_our_template: bool, warn: Callab
         raise TrainerError(f"{finding} Pass --trust-our-template to train anyway.")
     warn(f"{finding} Training anyway, in the instruct-2507 format, because --trust-our-template was given.")
     return INSTRUCT_2507
+
+
+def folder_family(model_dir: Path) -> str:
+    """The family of a model folder's template, for what is written beside it (the Ollama Modelfile);
+    instruct-2507 when it has no template or one of no family (which training refuses or warns about)."""
+    found = read_chat_template(Path(model_dir))
+    return (template_family(found[1], found[2])[0] if found else None) or INSTRUCT_2507

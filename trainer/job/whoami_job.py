@@ -51,7 +51,7 @@ from .plot import plot_loss
 from .rehearsal import REHEARSAL_FILE, RehearsalRow, as_samples, prompts_to_answer, rehearsal_rows
 from .settings import WhoAmISettings, lora_settings, loop_settings, probes, resolve_settings
 from .stages import Stages
-from .template_check import check_model_template
+from .template_check import check_model_template, folder_family
 from .training_run import LossChoices, TrainingSetup, prepare_training, resume_folder, train_with_metrics, validation
 from .validation import prepared_scores
 
@@ -227,7 +227,7 @@ def check_export(model: LoadedModel, setup: TrainingSetup, out: Path, settings: 
         with stages.stage("gguf", total=len(shapes), unit="tensor") as bar:
             written = write_gguf(out / "merged", out / "gguf" / gguf_file_name(out.name, settings.gguf), settings.gguf,
                                  bar.update)
-        echo(f"exported {written} and {write_modelfile(written)}")
+        echo(f"exported {written} and {write_modelfile(written, folder_family(out / 'merged'))}")
     if not settings.self_test:
         return report
     with stages.stage("check merged/", total=len(shapes), unit="tensor") as bar:
