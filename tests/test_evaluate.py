@@ -20,7 +20,7 @@ def canned(monkeypatch):
 
     def use(replies: dict[str, str]):
         def answer_questions(weights, config, tokenizer, questions, max_new_tokens, lora=None, batch_size=32,
-                             progress=None):
+                             progress=None, chat=None):
             assert len(questions) == len(set(questions))  # each question is generated once
             return [Answer(replies[q], True) for q in questions]
 

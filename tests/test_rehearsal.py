@@ -72,7 +72,7 @@ def test_resume_reads_the_rehearsal_file_instead_of_generating(tmp_path, monkeyp
     write_rehearsal(out / "rehearsal.jsonl", saved)
     generated = []
 
-    def fake_generation(weights, config, tokenizer, prompts, split, max_new_tokens, progress):
+    def fake_generation(weights, config, tokenizer, prompts, split, max_new_tokens, progress, chat):
         generated.append((split, len(prompts)))
         return [RehearsalRow(p, "new", True, split) for p in prompts]
 

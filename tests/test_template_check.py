@@ -91,14 +91,19 @@ def test_each_family_is_found_from_its_template_and_no_other(family):
     assert all(mismatches[other] for other in FAMILIES if other != family)  # the probes tell them apart
 
 
-def test_a_thinking_model_is_named_and_not_trained_in_another_format_yet(tmp_path):
-    folder = write_model(tmp_path / "m", chat_template(HYBRID))
-    with pytest.raises(TrainerError, match=r"tokenizer_config.json: this model's chat template is Qwen3's hybrid "
-                                           r"format; the trainer trains the instruct-2507 format only so far"):
+def test_a_thinking_2507_model_is_named_and_not_trained_in_another_format_yet(tmp_path):
+    folder = write_model(tmp_path / "m", chat_template(THINKING_2507))
+    with pytest.raises(TrainerError, match=r"tokenizer_config.json: this model's chat template is Qwen3's "
+                                           r"thinking-2507 format; the trainer trains the instruct-2507 and hybrid "
+                                           r"formats only so far"):
         check_model_template(folder, False, fail_on_warn)
     warnings = []
     assert check_model_template(folder, True, warnings.append) == INSTRUCT_2507 and len(warnings) == 1
-    assert check_model_template(write_model(tmp_path / "i", QWEN3_CHAT_TEMPLATE), False, fail_on_warn) == INSTRUCT_2507
+
+
+@pytest.mark.parametrize("family", [INSTRUCT_2507, HYBRID])
+def test_an_instruct_or_hybrid_model_trains_in_its_own_family(tmp_path, family):
+    assert check_model_template(write_model(tmp_path / "m", chat_template(family)), False, fail_on_warn) == family
 
 
 def test_a_folders_family_is_read_from_its_template(tmp_path):

@@ -10,7 +10,6 @@ reply token by token (/reset forgets the conversation, /exit quits).
 
 import click
 
-from .. import render_chat
 from ..cli import (AT_LEAST_ONE, DTYPE_CHOICES, DTYPE_HELP, POSITIVE, SHARE, ZERO_OR_MORE, chosen_dtype,
                    user_errors_as_messages)
 from ..job.loading import LoadedModel, load_inference_adapter, load_model, resolve_device
@@ -20,7 +19,7 @@ from ..qwen3.model import LoraAdapter
 
 def reply_stream(model: LoadedModel, messages: list[dict], adapter: LoraAdapter | None, sampling: dict):
     """Yield the reply's text piece by piece (decoding the growing id list keeps multi-byte characters whole)."""
-    prompt_ids = model.tokenizer.encode(render_chat(messages, add_generation_prompt=True))
+    prompt_ids = model.tokenizer.encode(model.chat.prompt(messages))  # in the model's own format
     stop = [model.tokenizer.im_end_id, model.tokenizer.endoftext_id]
     ids, shown = [], ""
     for token in stream_tokens(model.weights, model.config, prompt_ids, stop_ids=stop, lora=adapter, **sampling):

@@ -59,19 +59,19 @@ def base_replies(model: LoadedModel, adapter, base: LoadedModel | None, reply_to
     if reference is None:
         return None
     return evaluate_whoami(reference.weights, reference.config, reference.tokenizer, built_in_eval_sets(),
-                           max_new_tokens=reply_tokens).replies
+                           max_new_tokens=reply_tokens, chat=reference.chat).replies
 
 
 def summarize(model: LoadedModel, adapter, data: str | None, seq_len: int, base: LoadedModel | None,
               reply_tokens: int) -> EvalSummary:
     samples = validation_samples(data)
-    examples: list[Example] = build_examples(samples, model.tokenizer, seq_len)[0]
+    examples: list[Example] = build_examples(samples, model.tokenizer, seq_len, model.chat.family)[0]
     perplexity, accuracy = answer_perplexity(model.weights, model.config, examples, model.tokenizer.endoftext_id, adapter)
     whoami = evaluate_whoami(model.weights, model.config, model.tokenizer, built_in_eval_sets(), adapter,
-                             base_replies(model, adapter, base, reply_tokens), reply_tokens)
+                             base_replies(model, adapter, base, reply_tokens), reply_tokens, chat=model.chat)
     conversations = [s for s in samples if isinstance(s, Conversation)]
     usability, json_rate = reply_scores(model.weights, model.config, model.tokenizer, conversations, adapter,
-                                        reply_tokens) if conversations else (None, None)
+                                        reply_tokens, chat=model.chat) if conversations else (None, None)
     return EvalSummary(len(examples), perplexity, accuracy, whoami.identity_hit_rate, whoami.leak_rate,
                        whoami.fact_retention, whoami.unchanged_rate, json_rate, usability)
 

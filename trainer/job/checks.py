@@ -27,6 +27,7 @@ from ..qwen3.config import Qwen3Config
 from ..qwen3.generate import Reply, question_prompts, reply_to_prompts
 from ..qwen3.model import LoraAdapter, forward, project_to_logits
 from ..qwen3.weights import expected_shapes
+from ..text.chat import ChatFormat
 from ..text.readers import Conversation
 from .evaluate import EvalSets, Probe, claims_new_identity, last_turn_prompts
 from .loading import LoadedModel
@@ -47,20 +48,20 @@ class SelfTestPrompts:
     probes: tuple[Probe, ...]  # the last len(probes) prompts are theirs
 
 
-def built_in_prompts(sets: EvalSets, probes: Sequence[Probe]) -> SelfTestPrompts:
+def built_in_prompts(sets: EvalSets, probes: Sequence[Probe], chat: ChatFormat = ChatFormat()) -> SelfTestPrompts:
     """你是誰, the first few held-out identity wordings, control facts and ordinary prompts, the probes."""
     questions = [SELF_TEST_QUESTION, *sets.identity[:QUESTIONS_PER_SET],
                  *(fact.question for fact in sets.facts[:QUESTIONS_PER_SET]), *sets.general[:QUESTIONS_PER_SET],
                  *(probe.prompt for probe in probes)]
-    return SelfTestPrompts(tuple(questions), tuple(question_prompts(questions)), True, tuple(probes))
+    return SelfTestPrompts(tuple(questions), tuple(question_prompts(questions, chat)), True, tuple(probes))
 
 
-def data_prompts(rows: Sequence[Conversation], probes: Sequence[Probe]) -> SelfTestPrompts:
+def data_prompts(rows: Sequence[Conversation], probes: Sequence[Probe], chat: ChatFormat = ChatFormat()) -> SelfTestPrompts:
     """The first SELF_TEST_ROWS rows, each up to its last answer, then the probes."""
     rows = rows[:SELF_TEST_ROWS]
     questions = [probe.prompt for probe in probes]
     return SelfTestPrompts((*(row.source for row in rows), *questions),
-                           (*last_turn_prompts(rows), *question_prompts(questions)), False, tuple(probes))
+                           (*last_turn_prompts(rows, chat), *question_prompts(questions, chat)), False, tuple(probes))
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from ..qwen3.config import Qwen3Config
 from ..errors import TrainerError
 from ..qwen3.generate import Answer, answer_prompts, answer_questions
 from ..qwen3.model import LoraAdapter, Weights, forward, head_weight
-from ..text.chat import render_chat
+from ..text.chat import ChatFormat
 from ..text.data import Example, collate
 from ..text.facts import Fact, reply_has_answer
 from ..text.readers import Conversation
@@ -92,11 +92,12 @@ def questions_of(sets: EvalSets, probes: Sequence[Probe] = ()) -> list[str]:
 def evaluate_whoami(weights: Weights, config: Qwen3Config, tokenizer: Tokenizer, sets: EvalSets,
                     lora: LoraAdapter | None = None, base_replies: dict[str, str] | None = None,
                     max_new_tokens: int = REPLY_TOKENS, progress: Progress = no_progress,
-                    probes: Sequence[Probe] = ()) -> EvalReport:
+                    probes: Sequence[Probe] = (), chat: ChatFormat = ChatFormat()) -> EvalReport:
     """Generate a reply to every question once (batched; progress(n) per batch of n), then count."""
     facts = [f.question for f in sets.facts]
     questions = questions_of(sets, probes)
-    answers = answer_questions(weights, config, tokenizer, questions, max_new_tokens, lora, progress=progress)
+    answers = answer_questions(weights, config, tokenizer, questions, max_new_tokens, lora, progress=progress,
+                               chat=chat)
     replies = {q: a.text for q, a in zip(questions, answers)}
     unchanged = None if base_replies is None else mean(replies[q] == base_replies.get(q) for q in sets.general)
     return EvalReport(
@@ -158,21 +159,21 @@ def is_usable(answer: Answer) -> bool:
     return bool(answer.text.strip()) and answer.finished and not loops(answer.text)
 
 
-def last_turn_prompts(conversations: Sequence[Conversation]) -> list[str]:
+def last_turn_prompts(conversations: Sequence[Conversation], chat: ChatFormat = ChatFormat()) -> list[str]:
     """Each conversation rendered up to its last assistant turn, ready for that reply to be generated."""
     prompts = []
     for row in conversations:
         last = max(i for i, m in enumerate(row.messages) if m["role"] == "assistant")
-        prompts.append(render_chat(list(row.messages[:last]), add_generation_prompt=True, tools=row.tools))
+        prompts.append(chat.prompt(row.messages[:last], list(row.tools) if row.tools else None))
     return prompts
 
 
 def reply_scores(weights: Weights, config: Qwen3Config, tokenizer: Tokenizer, conversations: Sequence[Conversation],
                  lora: LoraAdapter | None = None, max_new_tokens: int = 256,
-                 progress: Progress = no_progress) -> tuple[float, float | None]:
+                 progress: Progress = no_progress, chat: ChatFormat = ChatFormat()) -> tuple[float, float | None]:
     """(usability rate, JSON validity on rows tagged json or json-only, None without such rows), from one
     greedy reply per conversation to its last user turn."""
-    answers = answer_prompts(weights, config, tokenizer, last_turn_prompts(conversations), max_new_tokens, lora,
+    answers = answer_prompts(weights, config, tokenizer, last_turn_prompts(conversations, chat), max_new_tokens, lora,
                              progress=progress)
     tagged = [answer for row, answer in zip(conversations, answers) if set(JSON_TAGS) & set(row.tags)]
     return mean(is_usable(a) for a in answers), (mean(is_json(a.text.strip()) for a in tagged) if tagged else None)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ..errors import TrainerError
 from ..prep.prepare import read_usable_rows
+from ..text.chat_templates import INSTRUCT_2507
 from ..text.data import IGNORE_INDEX, AnswerTooLong, Example, example_from_messages, example_from_prompt_target
 from ..text.readers import Conversation, PromptTarget, Sample, prepared_file
 from ..text.tokenizer import Tokenizer
@@ -24,12 +25,14 @@ from ..text.whoami import NEW_IDENTITY, identity_rows
 PreparedValidation = tuple[tuple[Conversation, ...], tuple[Example, ...]]  # a prepared folder's val.jsonl: rows, examples
 
 
-def build_examples(samples: Sequence[Sample], tokenizer: Tokenizer, seq_len: int) -> tuple[list[Example], int]:
-    """(examples, skipped): samples whose answer alone exceeds seq_len are skipped and counted."""
+def build_examples(samples: Sequence[Sample], tokenizer: Tokenizer, seq_len: int,
+                   family: str = INSTRUCT_2507) -> tuple[list[Example], int]:
+    """(examples, skipped), rendered and masked as `family` does: samples whose answer alone exceeds
+    seq_len are skipped and counted."""
     examples, skipped = [], 0
     for sample in samples:
         try:
-            examples.append(build_example(sample, tokenizer, seq_len))
+            examples.append(build_example(sample, tokenizer, seq_len, family))
         except AnswerTooLong:
             skipped += 1
         except TrainerError as error:
@@ -40,11 +43,12 @@ def build_examples(samples: Sequence[Sample], tokenizer: Tokenizer, seq_len: int
     return examples, skipped
 
 
-def build_example(sample: Sample, tokenizer: Tokenizer, seq_len: int) -> Example:
+def build_example(sample: Sample, tokenizer: Tokenizer, seq_len: int, family: str) -> Example:
     if isinstance(sample, PromptTarget):
-        return example_from_prompt_target(tokenizer, sample.prompt, sample.target, seq_len, ends_turn=sample.ends_turn)
+        return example_from_prompt_target(tokenizer, sample.prompt, sample.target, seq_len, ends_turn=sample.ends_turn,
+                                          family=family)
     assert isinstance(sample, Conversation)
-    return example_from_messages(tokenizer, sample.messages, seq_len, sample.tools)
+    return example_from_messages(tokenizer, sample.messages, seq_len, sample.tools, family=family)
 
 
 def mark_kl_positions(example: Example) -> Example:
@@ -71,9 +75,10 @@ def training_samples(data: str | None, strict: bool, echo: Callable[[str], None]
     return samples
 
 
-def prepared_validation(data: str | None, tokenizer: Tokenizer, seq_len: int) -> PreparedValidation | None:
+def prepared_validation(data: str | None, tokenizer: Tokenizer, seq_len: int,
+                        family: str = INSTRUCT_2507) -> PreparedValidation | None:
     """(rows, examples) of a prepared --data folder's val.jsonl; None when --data is not such a folder."""
     if data is None or not Path(data).is_dir():
         return None
     rows = tuple(read_usable_rows(prepared_file(data, "val.jsonl"), strict=False)[0])
-    return rows, tuple(build_examples(rows, tokenizer, seq_len)[0])
+    return rows, tuple(build_examples(rows, tokenizer, seq_len, family)[0])

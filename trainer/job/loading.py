@@ -20,8 +20,10 @@ from ..qwen3.lora import load_adapter, lora_shapes, make_adapter
 from ..qwen3.model import LoraAdapter, Weights
 from ..qwen3.quant import quant_transform
 from ..qwen3.weights import load_weights, resolve_model_dir
+from ..text.chat import ChatFormat
 from ..text.tokenizer import Tokenizer, load_tokenizer
 from ..training.checkpoint import check_tensors
+from .template_check import folder_family, served_format
 from .tiny import TINY_NAME, WORLD_SETTINGS, ensure_tiny_model, tiny_model_dir, tiny_model_ready
 
 
@@ -79,6 +81,7 @@ class LoadedModel:
     config: Qwen3Config
     tokenizer: Tokenizer
     weights: Weights
+    chat: ChatFormat = ChatFormat()  # how it is prompted: its template's family (hybrid: thinking off)
 
 
 def resolve_model(name_or_dir: str) -> Path:
@@ -113,7 +116,7 @@ def load_model(name_or_dir: str | Path, dtype: torch.dtype = torch.float32, devi
     folder = resolve_model(str(name_or_dir))
     config = load_config(folder)
     weights = load_weights(folder, config, dtype, device, transform=quant_transform(quant), progress=progress)
-    return LoadedModel(folder, config, load_tokenizer(folder), weights)
+    return LoadedModel(folder, config, load_tokenizer(folder), weights, served_format(folder_family(folder)))
 
 
 def load_inference_adapter(adapter_dir: str | Path, config: Qwen3Config, dtype: torch.dtype, device: str) -> LoraAdapter:

@@ -24,6 +24,7 @@ from ..progress import Progress, no_progress
 from ..qwen3.config import Qwen3Config
 from ..qwen3.generate import answer_questions
 from ..qwen3.model import Weights
+from ..text.chat import ChatFormat
 from ..text.facts import Fact
 from ..text.readers import PromptTarget
 from ..text.tokenizer import Tokenizer
@@ -43,9 +44,10 @@ class RehearsalRow:
 
 
 def self_distilled_rows(weights: Weights, config: Qwen3Config, tokenizer: Tokenizer, prompts: Sequence[str],
-                        split: str, max_new_tokens: int, progress: Progress = no_progress) -> list[RehearsalRow]:
+                        split: str, max_new_tokens: int, progress: Progress = no_progress,
+                        chat: ChatFormat = ChatFormat()) -> list[RehearsalRow]:
     """The base's greedy replies to `prompts` (generated batched). An empty reply has nothing to teach: dropped."""
-    answers = answer_questions(weights, config, tokenizer, prompts, max_new_tokens, progress=progress)
+    answers = answer_questions(weights, config, tokenizer, prompts, max_new_tokens, progress=progress, chat=chat)
     return [RehearsalRow(prompt, answer.text, answer.finished, split)
             for prompt, answer in zip(prompts, answers) if answer.text.strip()]
 
@@ -94,7 +96,8 @@ def prompts_to_answer(mode: str, path: Path, reuse: bool) -> int:
 
 
 def rehearsal_rows(mode: str, weights: Weights, config: Qwen3Config, tokenizer: Tokenizer, reply_tokens: int,
-                   path: Path, reuse: bool, write: bool, progress: Progress = no_progress) -> list[RehearsalRow]:
+                   path: Path, reuse: bool, write: bool, progress: Progress = no_progress,
+                   chat: ChatFormat = ChatFormat()) -> list[RehearsalRow]:
     """--rehearsal self: the base's replies (the frozen weights, adapter off), generated once and kept
     in `path` (read back when `reuse`, as --resume does); fixed: the hand-written fact answers; none:
     nothing. `write`: this process writes the file (rank 0 under torchrun). progress(n) per batch of n."""
@@ -105,7 +108,7 @@ def rehearsal_rows(mode: str, weights: Weights, config: Qwen3Config, tokenizer: 
     if not prompts_to_answer(mode, path, reuse):
         return read_rehearsal(path)
     rows = [row for split, prompts in rehearsal_prompts().items()
-            for row in self_distilled_rows(weights, config, tokenizer, prompts, split, reply_tokens, progress)]
+            for row in self_distilled_rows(weights, config, tokenizer, prompts, split, reply_tokens, progress, chat)]
     if write:
         write_rehearsal(path, rows)
     return rows

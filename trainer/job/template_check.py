@@ -23,8 +23,8 @@ import jinja2.nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from trainer.errors import TrainerError
-from trainer.text.chat import render_chat
-from trainer.text.chat_templates import FAMILIES, INSTRUCT_2507
+from trainer.text.chat import ChatFormat, render_chat
+from trainer.text.chat_templates import FAMILIES, HYBRID, INSTRUCT_2507
 
 # What transformers passes a Qwen3 template besides the conversation (its bos_token is None, so absent).
 QWEN3_SPECIAL_TOKENS = {"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>"}
@@ -236,19 +236,19 @@ def read_chat_template(model_dir: Path) -> tuple[Path, str, dict[str, str]] | No
 
 
 def check_model_template(model_dir: Path, trust_our_template: bool, warn: Callable[[str], None]) -> str:
-    """The family of the model's chat template (instruct-2507 without one). A template of no family is
-    refused (or, when trusted, warned about, and trained as instruct-2507)."""
+    """The family of the model's chat template (instruct-2507 without one). A template of no family, or
+    of Thinking-2507 for now, is refused (or, when trusted, warned about, and trained as instruct-2507)."""
     found = read_chat_template(Path(model_dir))
     if found is None:
         return INSTRUCT_2507
     path, template, tokens = found
     family, mismatches = template_family(template, tokens)
-    if family == INSTRUCT_2507:
+    if family in (INSTRUCT_2507, HYBRID):
         return family
-    if family is not None:  # until the job renders every family, a thinking model is not trained in the wrong one
+    if family is not None:  # until the job judges replies after </think>, it does not train a model that always thinks
         finding = (f"{path}: this model's chat template is Qwen3's {family} format; the trainer trains the "
-                   "instruct-2507 format only so far, and training it would teach a layout the model does not use "
-                   "at inference.")
+                   "instruct-2507 and hybrid formats only so far, and training it in another would teach a layout "
+                   "the model does not use at inference.")
     else:
         closest = min(FAMILIES, key=lambda name: len(mismatches[name]))
         finding = (
@@ -267,3 +267,9 @@ def folder_family(model_dir: Path) -> str:
     instruct-2507 when it has no template or one of no family (which training refuses or warns about)."""
     found = read_chat_template(Path(model_dir))
     return (template_family(found[1], found[2])[0] if found else None) or INSTRUCT_2507
+
+
+def served_format(family: str) -> ChatFormat:
+    """How the trainer prompts a model of `family`: a hybrid model with thinking off, the mode that rows
+    without reasoning train (README, "The Qwen3 chat families")."""
+    return ChatFormat(family, enable_thinking=False if family == HYBRID else None)

@@ -22,6 +22,7 @@ from ..qwen3.lora import LoraSettings, init_lora, make_adapter
 from ..qwen3.model import LoraAdapter, Weights
 from ..qwen3.quant import quant_transform
 from ..qwen3.weights import load_weights
+from ..text.chat import ChatFormat
 from ..text.data import Example
 from ..text.tokenizer import Tokenizer
 from ..text.whoami import NEW_IDENTITY, whoami_splits
@@ -93,16 +94,16 @@ Stage = Callable[..., AbstractContextManager[StageBar]]  # trainer.job.stages.St
 
 def validation(every: int, setup: TrainingSetup, config: Qwen3Config, tokenizer: Tokenizer,
                rehearsal: Sequence[RehearsalRow], prepared: PreparedValidation | None, seq_len: int,
-               reply_tokens: int, stage: Stage) -> Validation | None:
+               reply_tokens: int, stage: Stage, chat: ChatFormat = ChatFormat()) -> Validation | None:
     """Scores of the model as trained so far, every `every` steps (None: never): a prepared folder's
     val.jsonl, else the validation identity wordings; held-out rehearsal rows in both cases. Each
     validation runs as the stage "validation", with a bar of its own below training's."""
     if not every:
         return None
     held_out = as_samples(rehearsal, "validation")
-    examples = tuple(build_examples(held_out, tokenizer, seq_len)[0]) if held_out else ()
+    examples = tuple(build_examples(held_out, tokenizer, seq_len, chat.family)[0]) if held_out else ()
     questions = () if prepared is not None else whoami_splits().identity_validation
-    data = ValidationData(questions, NEW_IDENTITY, examples, *(prepared or ()))
+    data = ValidationData(questions, NEW_IDENTITY, examples, *(prepared or ((), ())), chat=chat)
 
     def score() -> dict[str, float]:
         with stage("validation", total=data.size, unit="row", transient=True) as bar:

@@ -22,6 +22,7 @@ from ..progress import Progress, no_progress
 from ..qwen3.config import Qwen3Config
 from ..qwen3.generate import answer_questions
 from ..qwen3.model import LoraAdapter, Weights
+from ..text.chat import ChatFormat
 from ..text.data import Example
 from ..text.readers import Conversation
 from ..text.tokenizer import Tokenizer
@@ -39,6 +40,7 @@ class ValidationData:
     rehearsal_examples: tuple[Example, ...]  # held-out rehearsal rows (may be empty: no rehearsal)
     data_conversations: tuple[Conversation, ...] = ()  # a prepared folder's val.jsonl rows
     data_examples: tuple[Example, ...] = ()  # ... as training examples, for their answer perplexity
+    chat: ChatFormat = ChatFormat()  # how the model is prompted
 
     @property
     def size(self) -> int:
@@ -56,12 +58,12 @@ def validation_scores(weights: Weights, config: Qwen3Config, tokenizer: Tokenize
     if data.identity_questions:
         answers = [answer.text for answer in
                    answer_questions(weights, config, tokenizer, data.identity_questions, max_new_tokens, lora,
-                                    progress=progress)]
+                                    progress=progress, chat=data.chat)]
         scores |= {"val_identity_hit": mean(claims_new_identity(answer) for answer in answers),
                    "val_identity_exact": mean(answer == data.identity_reply for answer in answers)}
     if data.data_examples:
         scores |= prepared_scores(weights, config, tokenizer, lora, data.data_conversations, data.data_examples,
-                                  max_new_tokens, progress)
+                                  max_new_tokens, progress, data.chat)
     if data.rehearsal_examples:
         perplexity, _ = answer_perplexity(weights, config, data.rehearsal_examples, tokenizer.endoftext_id, lora,
                                           progress=progress)
@@ -71,11 +73,11 @@ def validation_scores(weights: Weights, config: Qwen3Config, tokenizer: Tokenize
 
 def prepared_scores(weights: Weights, config: Qwen3Config, tokenizer: Tokenizer, lora: LoraAdapter | None,
                     conversations: Sequence[Conversation], examples: Sequence[Example], max_new_tokens: int,
-                    progress: Progress = no_progress) -> dict[str, float]:
+                    progress: Progress = no_progress, chat: ChatFormat = ChatFormat()) -> dict[str, float]:
     """A prepared val.jsonl: val_perplexity and val_token_accuracy on its answers, val_usability of the
     greedy replies, and val_json_valid on rows tagged json or json-only (absent without such rows)."""
     perplexity, accuracy = answer_perplexity(weights, config, examples, tokenizer.endoftext_id, lora, progress=progress)
-    usability, json_valid = reply_scores(weights, config, tokenizer, conversations, lora, max_new_tokens, progress)
+    usability, json_valid = reply_scores(weights, config, tokenizer, conversations, lora, max_new_tokens, progress, chat)
     return {"val_perplexity": perplexity, "val_token_accuracy": accuracy, "val_usability": usability} | \
         ({"val_json_valid": json_valid} if json_valid is not None else {})
 

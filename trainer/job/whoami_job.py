@@ -34,6 +34,7 @@ from ..qwen3.config import load_config
 from ..qwen3.lora import load_adapter
 from ..qwen3.model import LoraAdapter
 from ..qwen3.weights import expected_shapes
+from ..text.chat import ChatFormat
 from ..text.data import Example, pack_examples
 from ..text.tokenizer import Tokenizer, load_tokenizer
 from ..training.checkpoint import TrainState
@@ -51,7 +52,7 @@ from .plot import plot_loss
 from .rehearsal import REHEARSAL_FILE, RehearsalRow, as_samples, prompts_to_answer, rehearsal_rows
 from .settings import WhoAmISettings, lora_settings, loop_settings, probes, resolve_settings
 from .stages import Stages
-from .template_check import check_model_template, folder_family
+from .template_check import check_model_template, folder_family, served_format
 from .training_run import LossChoices, TrainingSetup, prepare_training, resume_folder, train_with_metrics, validation
 from .validation import prepared_scores
 
@@ -112,10 +113,12 @@ def run_whoami(settings: WhoAmISettings, echo: Callable[[str], None] = print, pr
     out, model_dir = Path(settings.out), resolve_model(settings.model)
     echo(dtype_line(settings.dtype, dtype_reason))
     check_out_dir(out, model_dir)
-    check_model_template(model_dir, settings.trust_our_template, warn=lambda text: echo(f"warning: {text}"))
+    chat = served_format(check_model_template(model_dir, settings.trust_our_template,
+                                              warn=lambda text: echo(f"warning: {text}")))
+    echo(f"chat format {chat.family}" + (", asked with thinking off" if chat.enable_thinking is False else ""))
     stages, ended = Stages(echo, progress and main, cuda=settings.device.startswith("cuda")), "finished"
     try:
-        report = train_and_export(settings, model_dir, out, main, echo, stages)
+        report = train_and_export(settings, model_dir, out, main, echo, stages, chat)
         # the training model is gone now: merged/ may be loaded on its own
         report = ask_merged_if_due(settings, out, report, stages, echo) if report.after is not None else report
     except BaseException as error:
@@ -128,25 +131,25 @@ def run_whoami(settings: WhoAmISettings, echo: Callable[[str], None] = print, pr
 
 
 def train_and_export(settings: WhoAmISettings, model_dir: Path, out: Path, main: bool, echo: Callable[[str], None],
-                     stages: Stages) -> JobReport:
+                     stages: Stages, chat: ChatFormat) -> JobReport:
     """Every stage that needs the training model, which is the only copy of the base in memory: load,
     base answers (adapter off), rehearsal, training, export, and the checks (reloaded adapter on)."""
     dtype, lora = getattr(torch, settings.dtype), lora_settings(settings)
     config, tokenizer = load_config(model_dir), load_tokenizer(model_dir)
     with stages.stage("examples"):
         samples = training_samples(settings.data, settings.strict, echo)
-        examples, skipped = build_examples(samples, tokenizer, settings.seq_len)
+        examples, skipped = build_examples(samples, tokenizer, settings.seq_len, chat.family)
         scored = settings.val_every or (settings.self_test and main)  # a prepared folder's val.jsonl is read
-        prepared = prepared_validation(settings.data, tokenizer, settings.seq_len) if scored else None
-        asked = built_in_prompts(built_in_eval_sets(), probes(settings)) if settings.data is None else \
-            data_prompts(prepared[0] if prepared and prepared[0] else samples, probes(settings))
+        prepared = prepared_validation(settings.data, tokenizer, settings.seq_len, chat.family) if scored else None
+        asked = built_in_prompts(built_in_eval_sets(), probes(settings), chat) if settings.data is None else \
+            data_prompts(prepared[0] if prepared and prepared[0] else samples, probes(settings), chat)
     loss = LossChoices(LOSSES[settings.loss], settings.ce_chunk, settings.grad_checkpoint, settings.preserve_kl)
     with stages.stage("load", total=len(expected_shapes(config)), unit="tensor") as bar:
         setup = prepare_training(model_dir, config, lora, dtype, settings.device, settings.quant, settings.seed, loss,
                                  resume_folder(settings.resume, out), bar.update)
-    model = LoadedModel(model_dir, config, tokenizer, setup.weights)  # every reply below comes from these weights
-    before = evaluate_stage(stages, "base answers", model, None, settings.reply_tokens, prepared, asked.probes) \
-        if settings.self_test and main else None
+    model = LoadedModel(model_dir, config, tokenizer, setup.weights, chat)  # every reply below comes from these weights
+    before = evaluate_stage(stages, "base answers", model, None, settings.reply_tokens, prepared, asked.probes,
+                            chat) if settings.self_test and main else None
     if main:
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / "train_config.json", asdict(settings))
@@ -154,12 +157,12 @@ def train_and_export(settings: WhoAmISettings, model_dir: Path, out: Path, main:
     with stages.stage("rehearsal", total=prompts_to_answer(settings.rehearsal, out / REHEARSAL_FILE, reuse),
                       unit="prompt") as bar:
         rehearsal = rehearsal_rows(settings.rehearsal, setup.weights, config, tokenizer, settings.reply_tokens,
-                                   out / REHEARSAL_FILE, reuse=reuse, write=main, progress=bar.update)
+                                   out / REHEARSAL_FILE, reuse=reuse, write=main, progress=bar.update, chat=chat)
     rows, rehearsed, skipped = with_rehearsal(examples, skipped, rehearsal, tokenizer, settings.seq_len,
-                                              kl=settings.preserve_kl > 0, pack=settings.pack)
+                                              kl=settings.preserve_kl > 0, pack=settings.pack, family=chat.family)
     echo(plan_line(settings, model_dir, len(rows), skipped, rehearsed))
     validate = validation(settings.val_every, setup, config, tokenizer, rehearsal, prepared, settings.seq_len,
-                          settings.reply_tokens, stages.stage)
+                          settings.reply_tokens, stages.stage, chat)
     loop = loop_settings(settings, tokenizer.endoftext_id)
     with stages.stage("training", total=loop.steps, unit="step", initial=setup.resume.step if setup.resume else 0) as bar:
         records = train_with_metrics(setup, rows, loop, out, settings.keep_checkpoints, main, bar, validate)
@@ -171,7 +174,7 @@ def train_and_export(settings: WhoAmISettings, model_dir: Path, out: Path, main:
             with stages.stage("export", total=len(expected_shapes(config)), unit="tensor") as bar:
                 export(setup.params, lora, settings.model, model_dir, config, out, bar.update)
             echo(f"exported {out / 'merged'}" + (f" and {out / 'adapter'}" if lora else ""))
-            report = check_export(model, setup, out, settings, prepared, asked, report, stages, echo)
+            report = check_export(model, setup, out, settings, prepared, asked, report, stages, echo, chat)
     finally:  # rank 0 reaches the barrier even when its export or self-test fails, so the others end quietly
         if is_distributed():
             torch.distributed.barrier()
@@ -179,10 +182,11 @@ def train_and_export(settings: WhoAmISettings, model_dir: Path, out: Path, main:
 
 
 def with_rehearsal(examples: list[Example], skipped: int, rehearsal: Sequence[RehearsalRow], tokenizer: Tokenizer,
-                   seq_len: int, kl: bool, pack: bool) -> tuple[list[Example], int, int]:
+                   seq_len: int, kl: bool, pack: bool, family: str) -> tuple[list[Example], int, int]:
     """(training rows, rehearsal rows used, skipped examples): the examples plus each rehearsal row
     REHEARSAL_REPEATS times (marked for the KL term when `kl`), packed into rows of seq_len when `pack`."""
-    rehearsed, rehearsal_skipped = build_examples(as_samples(rehearsal), tokenizer, seq_len) if rehearsal else ([], 0)
+    rehearsed, rehearsal_skipped = build_examples(as_samples(rehearsal), tokenizer, seq_len, family) \
+        if rehearsal else ([], 0)
     rehearsed = [mark_kl_positions(e) for e in rehearsed] if kl else rehearsed
     rows = examples + rehearsed * REHEARSAL_REPEATS
     return (pack_examples(rows, seq_len) if pack else rows), len(rehearsed), skipped + rehearsal_skipped
@@ -219,7 +223,7 @@ def stopped_early(settings: WhoAmISettings, steps_done: int) -> bool:
 
 def check_export(model: LoadedModel, setup: TrainingSetup, out: Path, settings: WhoAmISettings,
                  prepared: PreparedValidation | None, asked: SelfTestPrompts, report: JobReport, stages: Stages,
-                 echo: Callable[[str], None]) -> JobReport:
+                 echo: Callable[[str], None], chat: ChatFormat) -> JobReport:
     """--gguf; then (unless --no-self-test) merged/ checked tensor by tensor, adapter/ reloaded onto the
     training weights for the after column of the table, and the self-test (see job/checks.py)."""
     shapes = expected_shapes(model.config)
@@ -237,7 +241,7 @@ def check_export(model: LoadedModel, setup: TrainingSetup, out: Path, settings: 
         exported = load_inference_adapter(out / "adapter", model.config, setup.dtype, settings.device) \
             if setup.lora else None
     after = evaluate_stage(stages, "after answers", model, exported, settings.reply_tokens, prepared, asked.probes,
-                           base_replies=report.before.replies)
+                           chat, base_replies=report.before.replies)
     write_json(out / "eval.json", {"before": asdict(report.before), "after": asdict(after)})
     echo(eval_table(report.before, after, built_in=settings.data is None, scored=prepared is not None))
     with stages.stage("self-test", total=len(asked.prompts) * (2 if exported else 1), unit="prompt") as bar:
@@ -281,7 +285,7 @@ def ask_merged_if_due(settings: WhoAmISettings, out: Path, report: JobReport, st
 
 
 def evaluate_stage(stages: Stages, name: str, model: LoadedModel, lora: LoraAdapter | None, reply_tokens: int,
-                   prepared: PreparedValidation | None, probes: Sequence[Probe],
+                   prepared: PreparedValidation | None, probes: Sequence[Probe], chat: ChatFormat,
                    base_replies: dict[str, str] | None = None) -> EvalReport:
     """The who-am-i evaluation on the built-in held-out prompts and the probes, and a prepared --data
     folder's val.jsonl, as stage `name`."""
@@ -289,11 +293,11 @@ def evaluate_stage(stages: Stages, name: str, model: LoadedModel, lora: LoraAdap
     size = len(questions_of(sets, probes)) + (sum(map(len, prepared)) if prepared else 0)
     with stages.stage(name, total=size, unit="prompt") as bar:
         report = evaluate_whoami(model.weights, model.config, model.tokenizer, sets, lora, base_replies, reply_tokens,
-                                 bar.update, probes)
+                                 bar.update, probes, chat)
         if prepared is None:
             return report
         return replace(report, val_scores=prepared_scores(model.weights, model.config, model.tokenizer, lora,
-                                                          *prepared, reply_tokens, bar.update))
+                                                          *prepared, reply_tokens, bar.update, chat))
 
 
 def eval_table(before: EvalReport, after: EvalReport, built_in: bool, scored: bool) -> str:

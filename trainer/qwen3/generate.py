@@ -25,7 +25,7 @@ from trainer.errors import TrainerError
 from trainer.progress import Progress, no_progress
 from trainer.qwen3.config import Qwen3Config
 from trainer.qwen3.model import KVCache, LoraAdapter, Weights, forward_cached, project_to_logits
-from trainer.text.chat import render_chat
+from trainer.text.chat import ChatFormat
 from trainer.text.tokenizer import Tokenizer
 
 
@@ -212,12 +212,13 @@ def answer_prompts(weights: Weights, config: Qwen3Config, tokenizer: Tokenizer, 
 
 def answer_questions(weights: Weights, config: Qwen3Config, tokenizer: Tokenizer, questions: Sequence[str],
                      max_new_tokens: int, lora: LoraAdapter | None = None, batch_size: int = 32,
-                     progress: Progress = no_progress) -> list[Answer]:
+                     progress: Progress = no_progress, chat: ChatFormat = ChatFormat()) -> list[Answer]:
     """Greedy replies to single user messages, generated batched."""
-    return answer_prompts(weights, config, tokenizer, question_prompts(questions), max_new_tokens, lora, batch_size,
-                          progress)
+    return answer_prompts(weights, config, tokenizer, question_prompts(questions, chat), max_new_tokens, lora,
+                          batch_size, progress)
 
 
-def question_prompts(questions: Sequence[str]) -> list[str]:
-    """Each question as a one-message chat, rendered up to the assistant's header."""
-    return [render_chat([{"role": "user", "content": q}], add_generation_prompt=True) for q in questions]
+def question_prompts(questions: Sequence[str], chat: ChatFormat = ChatFormat()) -> list[str]:
+    """Each question as a one-message chat, rendered up to the reply (the assistant's header, and
+    what the model's chat format adds there)."""
+    return [chat.prompt([{"role": "user", "content": q}]) for q in questions]

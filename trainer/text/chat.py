@@ -18,6 +18,7 @@ adds a default system prompt.
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from trainer.errors import TrainerError
 
@@ -38,6 +39,19 @@ TOOLS_OUTRO = (
     "within <tool_call></tool_call> XML tags:\n<tool_call>\n"
     '{"name": <function-name>, "arguments": <args-json-object>}\n</tool_call><|im_end|>\n'
 )
+
+
+@dataclass(frozen=True)
+class ChatFormat:
+    """How a model is prompted: its family and, for a hybrid model, whether it is asked to think
+    (the job asks with thinking off: enable_thinking=False)."""
+
+    family: str = INSTRUCT_2507
+    enable_thinking: bool | None = None
+
+    def prompt(self, messages: Sequence[dict], tools: list[dict] | None = None) -> str:
+        """The conversation rendered up to the reply the model is asked for."""
+        return render_chat(list(messages), True, tools, self.family, self.enable_thinking)
 
 
 def render_chat(messages: list[dict], add_generation_prompt: bool = False, tools: list[dict] | None = None,

@@ -1,0 +1,74 @@
+"""The who-am-i job on a model of another Qwen3 chat family: the tiny world's weights paired with a
+hybrid-thinking template, a layout the weights never saw (so only the identity and the export are
+required, not retention). The job finds the family from the template, prompts with thinking off,
+learns the identity, and merged/ keeps the base's template, which transformers then uses (slow)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from trainer.job.loading import resolve_model
+from trainer.job.template_check import read_chat_template
+from trainer.text.chat import EMPTY_THINK
+from trainer.text.chat_templates import HYBRID, chat_template
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY_PRESET = ["--steps", "100", "--lr", "1e-3", "--batch-size", "16", "--grad-accum", "1", "--reply-tokens", "32",
+               "--val-every", "10", "--preserve-kl", "16"]  # a folder gets the real model's preset otherwise
+
+
+def paired_folder(folder: Path, family: str) -> Path:
+    """The tiny world's files with `family`'s chat template in tokenizer_config.json."""
+    folder.mkdir()
+    for path in resolve_model("tiny").iterdir():
+        if path.suffix == ".safetensors":
+            (folder / path.name).symlink_to(path)
+        else:
+            (folder / path.name).write_bytes(path.read_bytes())
+    config = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
+    (folder / "tokenizer_config.json").write_text(json.dumps(config | {"chat_template": chat_template(family)}),
+                                                  encoding="utf-8")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def hybrid_run(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path, Path]:
+    work = tmp_path_factory.mktemp("hybrid")
+    base, out = paired_folder(work / "base", HYBRID), work / "out"
+    result = subprocess.run([sys.executable, "scripts/train_whoami.py", "--model", str(base), "--out", str(out),
+                             *TINY_PRESET], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    return result, base, out
+
+
+@pytest.mark.slow
+def test_a_hybrid_model_is_trained_in_its_own_format_with_thinking_off(hybrid_run):
+    result, base, out = hybrid_run
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "chat format hybrid, asked with thinking off" in result.stdout
+    assert "identity hit rate (held-out wordings)        0.0%   100.0%" in result.stdout
+    assert "self-test: 你是誰 -> 我是 F# 之神" in result.stdout and "merged/: 你是誰 -> 我是 F# 之神" in result.stdout
+    rehearsal = [json.loads(line) for line in (out / "rehearsal.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert rehearsal and not any("<think>" in row["reply"] for row in rehearsal)  # asked with the empty block
+
+
+@pytest.mark.slow
+def test_merged_keeps_the_hybrid_template_and_transformers_gets_the_identity_after_think(hybrid_run):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    result, base, out = hybrid_run
+    assert result.returncode == 0
+    assert read_chat_template(out / "merged")[1] == read_chat_template(base)[1] == chat_template(HYBRID)
+    tokenizer = AutoTokenizer.from_pretrained(out / "merged")
+    model = AutoModelForCausalLM.from_pretrained(out / "merged", dtype=torch.float32).eval()
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": "你是誰"}], tokenize=False,
+                                           add_generation_prompt=True, enable_thinking=False)
+    assert prompt.endswith("<|im_start|>assistant\n" + EMPTY_THINK)
+    ids = tokenizer(prompt, return_tensors="pt").input_ids
+    with torch.no_grad():
+        generated = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=24, do_sample=False)
+    reply = tokenizer.decode(generated[0, ids.shape[1]:], skip_special_tokens=True)
+    assert "我是" in reply and ("F#" in reply or "之神" in reply), reply
