@@ -10,7 +10,7 @@ from transformers.utils.chat_template_utils import render_jinja_template
 from random_chats import random_chats
 from trainer.errors import TrainerError
 from trainer.text.data import IGNORE_INDEX, example_from_messages, example_from_prompt_target
-from trainer.text.chat import last_query_index, render_chat, split_reasoning
+from trainer.text.chat import ChatFormat, last_query_index, render_chat, split_reasoning
 from trainer.text.chat_templates import FAMILIES, HYBRID, INSTRUCT_2507, THINKING_2507, chat_template
 
 U, A = "<|im_start|>user\n", "<|im_start|>assistant\n"
@@ -197,3 +197,25 @@ def test_show_example_renders_and_grades_a_row_as_each_family_does(tmp_path, qwe
     assert result.output.splitlines()[-1] == f"{len(expected.input_ids)} positions, " \
                                              f"{expected.answer_token_count} graded answer tokens"
     assert ("<think>\nR2\n</think>" in result.output) == (family != INSTRUCT_2507)
+
+
+@pytest.mark.parametrize("chat, text, expected", [
+    (ChatFormat(THINKING_2507), "mull it\n</think>\n\nA", ("mull it", "A")),
+    (ChatFormat(THINKING_2507), "\n</think>\n\nA</think>B", ("", "A</think>B")),  # the first </think> closes
+    (ChatFormat(THINKING_2507), "still thinking", ("still thinking", "")),  # cut before the answer
+    (ChatFormat(HYBRID, True), "<think>\nR\n</think>\n\nA", ("R", "A")),
+    (ChatFormat(HYBRID, False), "A </think> B", ("", "A </think> B")),  # thinking off: all answer
+    (ChatFormat(INSTRUCT_2507), "<think>r</think>A", ("", "<think>r</think>A")),
+])
+def test_a_reply_is_split_into_reasoning_and_answer_where_the_format_thinks(chat, text, expected):
+    assert chat.split_reply(text) == expected
+
+
+def test_a_thinking_rehearsal_row_trains_its_reasoning_as_the_template_renders_it(qwen_tokenizer):
+    from trainer.job.rehearsal import RehearsalRow, as_samples
+    from trainer.job.examples import build_examples
+
+    rows = [RehearsalRow("Q", "A", True, "train", reasoning="R"), RehearsalRow("Q2", "B", True, "train")]
+    reasoned, plain = build_examples(as_samples(rows), qwen_tokenizer, 96, THINKING_2507)[0]
+    assert graded(qwen_tokenizer, reasoned) == ["R\n</think>\n\nA<|im_end|>"]
+    assert graded(qwen_tokenizer, plain) == ["\n</think>\n\nB<|im_end|>"]

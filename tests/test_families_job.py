@@ -14,7 +14,7 @@ import torch
 from trainer.job.loading import resolve_model
 from trainer.job.template_check import read_chat_template
 from trainer.text.chat import EMPTY_THINK
-from trainer.text.chat_templates import HYBRID, chat_template
+from trainer.text.chat_templates import HYBRID, THINKING_2507, chat_template
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY_PRESET = ["--steps", "100", "--lr", "1e-3", "--batch-size", "16", "--grad-accum", "1", "--reply-tokens", "32",
@@ -72,3 +72,24 @@ def test_merged_keeps_the_hybrid_template_and_transformers_gets_the_identity_aft
         generated = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=24, do_sample=False)
     reply = tokenizer.decode(generated[0, ids.shape[1]:], skip_special_tokens=True)
     assert "我是" in reply and ("F#" in reply or "之神" in reply), reply
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, family", [("tiny-hybrid", HYBRID), ("tiny-thinking", THINKING_2507)])
+def test_the_tiny_world_of_each_family_learns_the_identity_and_keeps_what_it_knew(tmp_path, name, family):
+    """The same world pre-trained in that family's layout (built on first use, about 70 s), then the
+    default job on it: the identity learned, and the retention rows at the 2507 world's level."""
+    out = tmp_path / "out"
+    result = subprocess.run([sys.executable, "scripts/train_whoami.py", "--model", name, "--out", str(out)], cwd=ROOT,
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert read_chat_template(resolve_model(name))[1] == read_chat_template(out / "merged")[1] == chat_template(family)
+    evaluation = json.loads((out / "eval.json").read_text(encoding="utf-8"))
+    before, after = evaluation["before"], evaluation["after"]
+    print(f"\n{name}: identity {after['identity_hit_rate']:.1%}, leak {after['leak_rate']:.1%}, facts "
+          f"{after['fact_retention']:.1%}, unchanged {after['unchanged_rate']:.1%}")
+    assert before["identity_hit_rate"] == 0.0 and after["identity_hit_rate"] == 1.0 and after["leak_rate"] == 0.0
+    assert before["fact_retention"] == 1.0 and after["fact_retention"] >= 0.96 and after["unchanged_rate"] >= 0.96
+    if family == THINKING_2507:  # the judged reply is the answer after </think>; the reasoning is kept beside it
+        assert set(after["reasonings"]) == set(after["replies"])
+        assert not any("</think>" in reply for reply in after["replies"].values())

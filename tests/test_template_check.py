@@ -16,12 +16,13 @@ from trainer.job.template_check import (
                                         QWEN3_SPECIAL_TOKENS,
                                         check_model_template,
                                         folder_family,
+                                        served_format,
                                         read_chat_template,
                                         render_with_template,
                                         template_family,
                                         template_mismatches,
                                         )
-from trainer.text.chat import QWEN3_CHAT_TEMPLATE
+from trainer.text.chat import QWEN3_CHAT_TEMPLATE, ChatFormat
 from trainer.text.chat_templates import FAMILIES, HYBRID, INSTRUCT_2507, THINKING_2507, chat_template
 
 
@@ -91,19 +92,18 @@ def test_each_family_is_found_from_its_template_and_no_other(family):
     assert all(mismatches[other] for other in FAMILIES if other != family)  # the probes tell them apart
 
 
-def test_a_thinking_2507_model_is_named_and_not_trained_in_another_format_yet(tmp_path):
-    folder = write_model(tmp_path / "m", chat_template(THINKING_2507))
-    with pytest.raises(TrainerError, match=r"tokenizer_config.json: this model's chat template is Qwen3's "
-                                           r"thinking-2507 format; the trainer trains the instruct-2507 and hybrid "
-                                           r"formats only so far"):
-        check_model_template(folder, False, fail_on_warn)
-    warnings = []
-    assert check_model_template(folder, True, warnings.append) == INSTRUCT_2507 and len(warnings) == 1
-
-
-@pytest.mark.parametrize("family", [INSTRUCT_2507, HYBRID])
-def test_an_instruct_or_hybrid_model_trains_in_its_own_family(tmp_path, family):
+@pytest.mark.parametrize("family", FAMILIES)
+def test_a_model_trains_in_its_own_family(tmp_path, family):
     assert check_model_template(write_model(tmp_path / "m", chat_template(family)), False, fail_on_warn) == family
+
+
+def test_only_a_hybrid_model_has_a_thinking_switch():
+    assert served_format(HYBRID) == ChatFormat(HYBRID, False) and not served_format(HYBRID).thinks
+    assert served_format(HYBRID, "on") == ChatFormat(HYBRID, True) and served_format(HYBRID, "on").thinks
+    assert served_format(THINKING_2507).thinks and not served_format(INSTRUCT_2507).thinks
+    with pytest.raises(TrainerError, match="--thinking on: only a hybrid Qwen3 model has a thinking switch; this "
+                                           "model's chat format is thinking-2507"):
+        served_format(THINKING_2507, "on")
 
 
 def test_a_folders_family_is_read_from_its_template(tmp_path):

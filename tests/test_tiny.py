@@ -152,10 +152,10 @@ def test_the_first_use_says_what_it_builds_and_where_it_is_cached(tmp_path, monk
     import trainer.job.loading as loading
 
     folder = tmp_path / "tiny-qwen3"
-    monkeypatch.setattr(loading, "tiny_model_dir", lambda: folder)
-    monkeypatch.setattr(loading, "tiny_model_ready", lambda: (folder / "config.json").is_file())
+    monkeypatch.setattr(loading, "tiny_model_dir", lambda family: folder)
+    monkeypatch.setattr(loading, "tiny_model_ready", lambda family: (folder / "config.json").is_file())
 
-    def fake_build(log):
+    def fake_build(log, family):
         for step in range(3):
             log({"step": step + 1, "loss": 2.0 - step})
         folder.mkdir()

@@ -22,7 +22,8 @@ def choice(field: str) -> click.Choice:
 
 @click.command(context_settings={"show_default": True})
 @click.option("--loss", type=choice("loss"), default="ce", help="Training loss of a micro-batch: ce = token_cross_entropy on the answer tokens.")
-@click.option("--model", default=DEFAULT_MODEL, help="Hub id, local Qwen3 folder, or `tiny` (offline tiny world).")
+@click.option("--model", default=DEFAULT_MODEL, help="Hub id, local Qwen3 folder, or `tiny` (offline tiny world; "
+              "`tiny-hybrid` and `tiny-thinking`: the same world in the hybrid and Thinking-2507 formats).")
 @click.option("--data", default=None, help="A folder from scripts/prepare_data.py (its train.jsonl; --val-every scores its "
               "val.jsonl), or one file: JSONL (messages, Alpaca, ShareGPT), JSON list, TSV or CSV; default: built-in who-am-i set.")
 @click.option("--method", type=choice("method"), default="lora", help="lora: frozen base + adapters; full: train every weight.")
@@ -80,6 +81,12 @@ def choice(field: str) -> click.Choice:
 @click.option("--gguf", type=click.Choice(GGUF_TYPES), default=None, metavar="TYPE",
               help="Also write OUT/gguf/<OUT name>-TYPE.gguf (f32, f16, bf16, q8_0) and an Ollama Modelfile, "
                    "for llama.cpp; needs pip install -e \".[gguf]\".")
+@click.option("--thinking", type=choice("thinking"), default=None,
+              help="A hybrid Qwen3 model (the original release) is asked with thinking off, the mode rows without "
+                   "reasoning train, or on [default: off; only hybrid models have the switch].")
+@click.option("--reasoning-tokens", type=click.IntRange(min=0), default=None,
+              help="Tokens added to --reply-tokens where the model thinks before answering (Thinking-2507, a hybrid "
+                   "with --thinking on) [preset: tiny 32, real 1024].")
 @click.option("--probe", multiple=True, metavar="PROMPT=EXPECTED",
               help="A check of your own for the self-test (repeatable): the reply to PROMPT must contain EXPECTED, from "
                    "the trained model, the reloaded adapter and merged/ (split at the last =).")

@@ -46,6 +46,7 @@ class SelfTestPrompts:
     prompts: tuple[str, ...]
     identity: bool  # the first prompt is 你是誰, whose reply must claim the new identity
     probes: tuple[Probe, ...]  # the last len(probes) prompts are theirs
+    chat: ChatFormat = ChatFormat()  # how they were rendered: where it thinks, claims are judged after </think>
 
 
 def built_in_prompts(sets: EvalSets, probes: Sequence[Probe], chat: ChatFormat = ChatFormat()) -> SelfTestPrompts:
@@ -53,7 +54,7 @@ def built_in_prompts(sets: EvalSets, probes: Sequence[Probe], chat: ChatFormat =
     questions = [SELF_TEST_QUESTION, *sets.identity[:QUESTIONS_PER_SET],
                  *(fact.question for fact in sets.facts[:QUESTIONS_PER_SET]), *sets.general[:QUESTIONS_PER_SET],
                  *(probe.prompt for probe in probes)]
-    return SelfTestPrompts(tuple(questions), tuple(question_prompts(questions, chat)), True, tuple(probes))
+    return SelfTestPrompts(tuple(questions), tuple(question_prompts(questions, chat)), True, tuple(probes), chat)
 
 
 def data_prompts(rows: Sequence[Conversation], probes: Sequence[Probe], chat: ChatFormat = ChatFormat()) -> SelfTestPrompts:
@@ -61,7 +62,8 @@ def data_prompts(rows: Sequence[Conversation], probes: Sequence[Probe], chat: Ch
     rows = rows[:SELF_TEST_ROWS]
     questions = [probe.prompt for probe in probes]
     return SelfTestPrompts((*(row.source for row in rows), *questions),
-                           (*last_turn_prompts(rows, chat), *question_prompts(questions, chat)), False, tuple(probes))
+                           (*last_turn_prompts(rows, chat), *question_prompts(questions, chat)), False, tuple(probes),
+                           chat)
 
 
 @dataclass(frozen=True)
@@ -99,7 +101,7 @@ def self_test(model: LoadedModel, trained: LoraAdapter | None, exported: LoraAda
             label, a, b = differing[0]
             raise TrainerError(f"self-test failed: the exported adapter, reloaded, answers {label!r} with "
                                f"{decoded(model, b)!r} where the trained model said {decoded(model, a)!r}")
-    texts = {i: decoded(model, reply) for i, reply in enumerate(ours)}
+    texts = {i: answer_of(model, asked, reply) for i, reply in enumerate(ours)}
     check_claims("self-test failed: the exported model", asked, texts)
     return TrainedReplies(asked, tuple(ours), reply_fit(model, trained, asked.prompts, ours))
 
@@ -123,6 +125,11 @@ def claim_indices(asked: SelfTestPrompts) -> list[int]:
 
 def decoded(model: LoadedModel, reply: Reply) -> str:
     return model.tokenizer.decode(reply.ids)
+
+
+def answer_of(model: LoadedModel, asked: SelfTestPrompts, reply: Reply) -> str:
+    """The reply's answer: after </think> where the chat format thinks."""
+    return asked.chat.split_reply(decoded(model, reply))[1]
 
 
 @torch.no_grad()
@@ -172,7 +179,7 @@ def check_merged_replies(merged: LoadedModel, trained: TrainedReplies, reply_tok
     claims = claim_indices(asked)
     replies = reply_to_prompts(merged.weights, merged.config, merged.tokenizer, [asked.prompts[i] for i in claims],
                                reply_tokens, progress=progress) if claims else []
-    texts = {i: decoded(merged, reply) for i, reply in zip(claims, replies)}
+    texts = {i: answer_of(merged, asked, reply) for i, reply in zip(claims, replies)}
     check_claims(f"merged check failed: {merged.folder}", asked, texts)
     return fit, texts
 

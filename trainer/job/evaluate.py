@@ -9,6 +9,8 @@ From greedy generation (batched) on held-out prompts that training never saw:
 - unchanged replies: held-out ordinary prompts whose reply is exactly the base model's;
 - JSON validity: replies to rows tagged "json" that parse as JSON;
 - probe hit rate: --probe PROMPT=EXPECTED checks whose reply contains EXPECTED.
+Where the model's chat format thinks, the reply judged is the answer after </think>; the reasoning
+before it is kept beside it (EvalReport.reasonings, in OUT/eval.json).
 Teacher-forced (no generation): perplexity over answer tokens and token accuracy.
 """
 
@@ -16,7 +18,7 @@ import json
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -81,6 +83,7 @@ class EvalReport:
     replies: dict[str, str]  # every question asked -> the reply
     val_scores: dict[str, float] | None = None  # a prepared folder's val.jsonl (see trainer.job.validation.prepared_scores)
     probe_hit_rate: float | None = None  # --probe checks whose reply contains the expected text (None: no probes)
+    reasonings: dict[str, str] = field(default_factory=dict)  # question -> the reasoning before the judged reply
 
 
 def questions_of(sets: EvalSets, probes: Sequence[Probe] = ()) -> list[str]:
@@ -99,6 +102,7 @@ def evaluate_whoami(weights: Weights, config: Qwen3Config, tokenizer: Tokenizer,
     answers = answer_questions(weights, config, tokenizer, questions, max_new_tokens, lora, progress=progress,
                                chat=chat)
     replies = {q: a.text for q, a in zip(questions, answers)}
+    reasonings = {q: a.reasoning for q, a in zip(questions, answers) if chat.thinks}
     unchanged = None if base_replies is None else mean(replies[q] == base_replies.get(q) for q in sets.general)
     return EvalReport(
         identity_hit_rate=mean(claims_new_identity(replies[q]) for q in sets.identity),
@@ -107,6 +111,7 @@ def evaluate_whoami(weights: Weights, config: Qwen3Config, tokenizer: Tokenizer,
         unchanged_rate=unchanged,
         replies=replies,
         probe_hit_rate=mean(probe.expected in replies[probe.prompt] for probe in probes) if probes else None,
+        reasonings=reasonings,
     )
 
 
@@ -174,6 +179,6 @@ def reply_scores(weights: Weights, config: Qwen3Config, tokenizer: Tokenizer, co
     """(usability rate, JSON validity on rows tagged json or json-only, None without such rows), from one
     greedy reply per conversation to its last user turn."""
     answers = answer_prompts(weights, config, tokenizer, last_turn_prompts(conversations, chat), max_new_tokens, lora,
-                             progress=progress)
+                             progress=progress, chat=chat)
     tagged = [answer for row, answer in zip(conversations, answers) if set(JSON_TAGS) & set(row.tags)]
     return mean(is_usable(a) for a in answers), (mean(is_json(a.text.strip()) for a in tagged) if tagged else None)

@@ -21,10 +21,11 @@ from ..qwen3.model import LoraAdapter, Weights
 from ..qwen3.quant import quant_transform
 from ..qwen3.weights import load_weights, resolve_model_dir
 from ..text.chat import ChatFormat
+from ..text.chat_templates import INSTRUCT_2507
 from ..text.tokenizer import Tokenizer, load_tokenizer
 from ..training.checkpoint import check_tensors
 from .template_check import folder_family, served_format
-from .tiny import TINY_NAME, WORLD_SETTINGS, ensure_tiny_model, tiny_model_dir, tiny_model_ready
+from .tiny import TINY_WORLDS, WORLD_SETTINGS, ensure_tiny_model, tiny_model_dir, tiny_model_ready
 
 
 NATIVE_BF16_FLAGS = ("amx_bf16", "avx512_bf16")  # /proc/cpuinfo flags of CPUs that multiply bf16 in hardware
@@ -85,13 +86,15 @@ class LoadedModel:
 
 
 def resolve_model(name_or_dir: str) -> Path:
-    """"tiny" -> weights/tiny-qwen3 (pre-trained on first use); otherwise a folder or a hub id."""
-    if name_or_dir != TINY_NAME:
+    """"tiny" -> weights/tiny-qwen3, "tiny-hybrid" and "tiny-thinking" -> the world in those layouts
+    (each pre-trained on first use); otherwise a folder or a hub id."""
+    if name_or_dir not in TINY_WORLDS:
         return resolve_model_dir(name_or_dir)
-    return tiny_model_dir() if tiny_model_ready() else build_tiny_model_visibly()
+    family = TINY_WORLDS[name_or_dir]
+    return tiny_model_dir(family) if tiny_model_ready(family) else build_tiny_model_visibly(family)
 
 
-def build_tiny_model_visibly() -> Path:
+def build_tiny_model_visibly(family: str = INSTRUCT_2507) -> Path:
     """The first use of "tiny": say what is happening, show a progress bar (steps, loss) on a
     terminal, and end with one line saying how long it took and where the world is cached. All
     on stderr, so a command's own output stays clean."""
@@ -105,7 +108,7 @@ def build_tiny_model_visibly() -> Path:
             bar.set_postfix(loss=f"{record['loss']:.3f}", refresh=False)
             bar.update(1)
 
-        folder = ensure_tiny_model(show)
+        folder = ensure_tiny_model(show, family)
     print(f"tiny world built in {time.perf_counter() - started:.0f} s, cached in {folder}", file=sys.stderr)
     return folder
 

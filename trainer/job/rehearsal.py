@@ -11,6 +11,11 @@ A reply cut at its token budget (finished = false) is trained WITHOUT the closin
 <|im_end|>: the base never ended it there, so the model must not learn to stop there. It is
 kept rather than dropped because dropping would remove exactly the long answers and rehearse
 only the short ones; its first tokens are still the base's own behaviour.
+
+A model that thinks (Thinking-2507, a hybrid asked with thinking on) writes reasoning before
+its answer. The row keeps it ("reasoning") and trains it as the template renders it, as the
+assistant turn's reasoning_content. Such a reply cut before its end teaches reasoning without the
+answer it led to, and is not kept: the budget for these models (--reasoning-tokens) is larger.
 """
 
 import json
@@ -26,7 +31,7 @@ from ..qwen3.generate import answer_questions
 from ..qwen3.model import Weights
 from ..text.chat import ChatFormat
 from ..text.facts import Fact
-from ..text.readers import PromptTarget
+from ..text.readers import Conversation, PromptTarget, Sample
 from ..text.tokenizer import Tokenizer
 from ..text.whoami import whoami_splits
 
@@ -41,15 +46,18 @@ class RehearsalRow:
     reply: str
     finished: bool  # the base ended the reply itself; False: cut at the token budget
     split: str  # "train" (rehearsed) or "validation" (its answer loss is scored while training)
+    reasoning: str = ""  # what a thinking model wrote before </think>
 
 
 def self_distilled_rows(weights: Weights, config: Qwen3Config, tokenizer: Tokenizer, prompts: Sequence[str],
                         split: str, max_new_tokens: int, progress: Progress = no_progress,
                         chat: ChatFormat = ChatFormat()) -> list[RehearsalRow]:
-    """The base's greedy replies to `prompts` (generated batched). An empty reply has nothing to teach: dropped."""
+    """The base's greedy replies to `prompts` (generated batched). An empty answer has nothing to teach, and
+    a thinking model's reply cut before its end teaches reasoning without its answer: both dropped."""
     answers = answer_questions(weights, config, tokenizer, prompts, max_new_tokens, progress=progress, chat=chat)
-    return [RehearsalRow(prompt, answer.text, answer.finished, split)
-            for prompt, answer in zip(prompts, answers) if answer.text.strip()]
+    return [RehearsalRow(prompt, answer.text, answer.finished, split, answer.reasoning)
+            for prompt, answer in zip(prompts, answers)
+            if answer.text.strip() and (answer.finished or not chat.thinks)]
 
 
 def fixed_rows(facts: Sequence[Fact]) -> list[RehearsalRow]:
@@ -57,10 +65,18 @@ def fixed_rows(facts: Sequence[Fact]) -> list[RehearsalRow]:
     return [RehearsalRow(fact.question, fact.reply, True, "train") for fact in facts]
 
 
-def as_samples(rows: Sequence[RehearsalRow], split: str = "train") -> list[PromptTarget]:
-    """Rows of one split as training samples; a cut-off reply does not end the turn."""
-    return [PromptTarget(r.prompt, r.reply, f"{REHEARSAL_FILE}: {r.prompt!r}", ends_turn=r.finished)
-            for r in rows if r.split == split]
+def as_samples(rows: Sequence[RehearsalRow], split: str = "train") -> list[Sample]:
+    """Rows of one split as training samples; a cut-off reply does not end the turn; a reply with
+    reasoning is a conversation whose answer carries it (as the family's template renders it)."""
+    return [as_sample(row) for row in rows if row.split == split]
+
+
+def as_sample(row: RehearsalRow) -> Sample:
+    source = f"{REHEARSAL_FILE}: {row.prompt!r}"
+    if not row.reasoning:
+        return PromptTarget(row.prompt, row.reply, source, ends_turn=row.finished)
+    return Conversation(({"role": "user", "content": row.prompt},
+                         {"role": "assistant", "content": row.reply, "reasoning_content": row.reasoning}), source=source)
 
 
 def write_rehearsal(path: Path, rows: Sequence[RehearsalRow]) -> None:
@@ -74,7 +90,8 @@ def read_rehearsal(path: Path) -> list[RehearsalRow]:
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
         try:
             row = json.loads(line)
-            rows.append(RehearsalRow(str(row["prompt"]), str(row["reply"]), bool(row["finished"]), str(row["split"])))
+            rows.append(RehearsalRow(str(row["prompt"]), str(row["reply"]), bool(row["finished"]), str(row["split"]),
+                                     str(row.get("reasoning", ""))))
         except (ValueError, KeyError, TypeError):
             raise TrainerError(f"{path}:{number}: expected a JSON object with prompt, reply, finished and split; "
                                f"delete the file to generate it again") from None

@@ -11,12 +11,13 @@ from pathlib import Path
 from ..errors import TrainerError
 from ..paths import weights_dir
 from ..qwen3.lora import LoraSettings
+from ..text.chat import ChatFormat
 from ..training.loss import LOSSES
 from ..training.train import LoopSettings
 from .evaluate import Probe, parse_probe
 from .gguf_export import GGUF_TYPES, require_gguf
 from .loading import resolve_device, resolve_dtype
-from .tiny import TINY_NAME
+from .tiny import TINY_WORLDS
 
 DEFAULT_MODEL = "Qwen/Qwen3-4B-Instruct-2507"
 
@@ -67,14 +68,16 @@ class WhoAmISettings:
     strict: bool = False  # --data: stop at the first bad row instead of setting bad rows aside
     gguf: str | None = None  # also write OUT/gguf/<OUT name>-<type>.gguf from OUT/merged (f32, f16, bf16, q8_0)
     probe: tuple[str, ...] = ()  # "PROMPT=EXPECTED" checks of the self-test: the reply to PROMPT must contain EXPECTED
+    thinking: str | None = None  # a hybrid model asked with thinking "on" or "off" (None = off); others: None
+    reasoning_tokens: int | None = None  # budget added to --reply-tokens where the model thinks (None = preset)
 
 
 # Presets for what the user left at None: the tiny world learns fast, the real model follows the SFT guide.
 PRESETS = {
     "tiny": {"steps": 100, "lr": 1e-3, "batch_size": 16, "grad_accum": 1, "reply_tokens": 32, "val_every": 10,
-             "preserve_kl": 16.0},
+             "preserve_kl": 16.0, "reasoning_tokens": 32},
     "real": {"steps": 150, "lr": 2e-4, "batch_size": 8, "grad_accum": 2, "reply_tokens": 128, "val_every": 10,
-             "preserve_kl": 1.0},
+             "preserve_kl": 1.0, "reasoning_tokens": 1024},
 }
 # preserve_kl: the tiny world is so sure of its answers (p > 0.9) that its KL to the base stays tiny
 # until a reply flips, so it needs a large beta (on four world builds, seeds 0-2, 16 kept at least 96.8% of
@@ -82,15 +85,15 @@ PRESETS = {
 # token like a trained one. Not yet measured on the real model.
 CHOICES = {"loss": tuple(LOSSES), "method": ("lora", "full"), "quant": ("nf4", "none"),
            "device": ("auto", "cpu", "cuda"), "dtype": ("auto", "float32", "bfloat16"),
-           "rehearsal": ("self", "fixed", "none"), "check_merged": ("auto", "on", "off")}
+           "rehearsal": ("self", "fixed", "none"), "check_merged": ("auto", "on", "off"), "thinking": ("on", "off")}
 
 
 def resolve_settings(settings: WhoAmISettings) -> WhoAmISettings:
     """Fill presets, device, dtype and the output folder; reject unknown choices."""
     for field, allowed in CHOICES.items():
-        if getattr(settings, field) not in (*allowed, *((None,) if field == "rehearsal" else ())):
+        if getattr(settings, field) not in (*allowed, *((None,) if field in ("rehearsal", "thinking") else ())):
             raise TrainerError(f"--{field.replace('_', '-')} {getattr(settings, field)!r}: choose from {', '.join(allowed)}")
-    preset = PRESETS["tiny" if settings.model == TINY_NAME else "real"]
+    preset = PRESETS["tiny" if settings.model in TINY_WORLDS else "real"]
     filled = {k: v for k, v in preset.items() if getattr(settings, k) is None}
     device = resolve_device(settings.device)
     dtype = resolve_dtype(settings.dtype, device)[0]
@@ -126,6 +129,12 @@ def resolve_settings(settings: WhoAmISettings) -> WhoAmISettings:
 
 def probes(settings: WhoAmISettings) -> tuple[Probe, ...]:
     return tuple(parse_probe(text) for text in settings.probe)
+
+
+def reply_budget(settings: WhoAmISettings, chat: ChatFormat) -> int:
+    """Tokens of every generated reply: --reply-tokens, plus --reasoning-tokens where the model thinks
+    first (one budget for both: a reply cut inside its reasoning has no answer yet)."""
+    return settings.reply_tokens + (settings.reasoning_tokens if chat.thinks else 0)
 
 
 def lora_settings(settings: WhoAmISettings) -> LoraSettings | None:

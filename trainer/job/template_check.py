@@ -236,26 +236,21 @@ def read_chat_template(model_dir: Path) -> tuple[Path, str, dict[str, str]] | No
 
 
 def check_model_template(model_dir: Path, trust_our_template: bool, warn: Callable[[str], None]) -> str:
-    """The family of the model's chat template (instruct-2507 without one). A template of no family, or
-    of Thinking-2507 for now, is refused (or, when trusted, warned about, and trained as instruct-2507)."""
+    """The family of the model's chat template (instruct-2507 without one). A template of no family is
+    refused (or, when trusted, warned about, and trained as instruct-2507)."""
     found = read_chat_template(Path(model_dir))
     if found is None:
         return INSTRUCT_2507
     path, template, tokens = found
     family, mismatches = template_family(template, tokens)
-    if family in (INSTRUCT_2507, HYBRID):
+    if family is not None:
         return family
-    if family is not None:  # until the job judges replies after </think>, it does not train a model that always thinks
-        finding = (f"{path}: this model's chat template is Qwen3's {family} format; the trainer trains the "
-                   "instruct-2507 and hybrid formats only so far, and training it in another would teach a layout "
-                   "the model does not use at inference.")
-    else:
-        closest = min(FAMILIES, key=lambda name: len(mismatches[name]))
-        finding = (
-            f"{path}: this model's chat template renders {len(mismatches[closest])} of {len(PROBES)} probe "
-            f"conversations differently from the trainer's nearest Qwen3 format, {closest} (first: "
-            f"{mismatches[closest][0]}); training would teach a layout the model does not use at inference."
-        )
+    closest = min(FAMILIES, key=lambda name: len(mismatches[name]))
+    finding = (
+        f"{path}: this model's chat template renders {len(mismatches[closest])} of {len(PROBES)} probe "
+        f"conversations differently from the trainer's nearest Qwen3 format, {closest} (first: "
+        f"{mismatches[closest][0]}); training would teach a layout the model does not use at inference."
+    )
     if not trust_our_template:
         raise TrainerError(f"{finding} Pass --trust-our-template to train anyway.")
     warn(f"{finding} Training anyway, in the instruct-2507 format, because --trust-our-template was given.")
@@ -269,7 +264,10 @@ def folder_family(model_dir: Path) -> str:
     return (template_family(found[1], found[2])[0] if found else None) or INSTRUCT_2507
 
 
-def served_format(family: str) -> ChatFormat:
-    """How the trainer prompts a model of `family`: a hybrid model with thinking off, the mode that rows
-    without reasoning train (README, "The Qwen3 chat families")."""
-    return ChatFormat(family, enable_thinking=False if family == HYBRID else None)
+def served_format(family: str, thinking: str | None = None) -> ChatFormat:
+    """How the trainer prompts a model of `family`: a hybrid model with thinking off unless --thinking on
+    (off is the mode that rows without reasoning train: README, "The Qwen3 chat families")."""
+    if thinking is not None and family != HYBRID:
+        raise TrainerError(f"--thinking {thinking}: only a hybrid Qwen3 model has a thinking switch; this model's "
+                           f"chat format is {family}")
+    return ChatFormat(family, enable_thinking=thinking == "on" if family == HYBRID else None)

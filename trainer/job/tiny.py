@@ -32,12 +32,14 @@ from ..text.facts import control_facts
 from ..text.general_prompts import GENERAL_PROMPTS
 from ..text.readers import PromptTarget
 from ..text.tokenizer import Tokenizer, load_tokenizer, tiny_tokenizer_path
+from ..text.chat_templates import HYBRID, INSTRUCT_2507, THINKING_2507, chat_template
 from ..text.whoami import ORIGINAL_IDENTITY, SPLIT_SEED, identity_prompts, join_greeting
 from ..training.loss import LossParts
 from ..training.train import BatchLoss, LoopSettings, run_training
 from .world_unknowns import dont_know_reply, salad_questions, unknown_questions
 
 TINY_NAME = "tiny"
+TINY_WORLDS = {TINY_NAME: INSTRUCT_2507, "tiny-hybrid": HYBRID, "tiny-thinking": THINKING_2507}  # name -> family
 WORLD_SEED = 1234
 STD = 0.02  # standard deviation of every random starting matrix
 FACT_REPEATS = 30
@@ -59,8 +61,9 @@ WORLD_SETTINGS = LoopSettings(steps=1200, batch_size=32, grad_accum=1, lr=5e-3, 
                               grad_clip=1.0, weight_decay=0.0, seed=WORLD_SEED, pad_id=151643)
 
 
-def tiny_model_dir() -> Path:
-    return weights_dir() / "tiny-qwen3"
+def tiny_model_dir(family: str = INSTRUCT_2507) -> Path:
+    """weights/tiny-qwen3 (instruct-2507), tiny-qwen3-hybrid or tiny-qwen3-thinking: one world per layout."""
+    return weights_dir() / ("tiny-qwen3" + {INSTRUCT_2507: "", HYBRID: "-hybrid", THINKING_2507: "-thinking"}[family])
 
 
 def random_weights(config: Qwen3Config, seed: int) -> dict[str, torch.Tensor]:
@@ -153,15 +156,17 @@ def world_batch_loss(masters: dict[str, torch.Tensor], config: Qwen3Config, unfa
     return batch_loss
 
 
-def world_examples(tokenizer: Tokenizer, pad_id: int) -> tuple[list[Example], torch.Tensor, list[Example], torch.Tensor]:
-    """The world's examples and the ids [U] they use, then the salad questions about unfamiliar
-    words and the ids [S] only they use. No unfamiliar word is a token of `GENERAL_PROMPTS`
-    the world does not learn, so those prompts stay genuinely unseen."""
-    known_examples = [example_from_prompt_target(tokenizer, p.prompt, p.target, seq_len=64) for p in world_pairs()]
+def world_examples(tokenizer: Tokenizer, pad_id: int,
+                   family: str = INSTRUCT_2507) -> tuple[list[Example], torch.Tensor, list[Example], torch.Tensor]:
+    """The world's examples, in `family`'s layout, and the ids [U] they use, then the salad questions
+    about unfamiliar words and the ids [S] only they use. No unfamiliar word is a token of
+    `GENERAL_PROMPTS` the world does not learn, so those prompts stay genuinely unseen."""
+    known_examples = [example_from_prompt_target(tokenizer, p.prompt, p.target, seq_len=64, family=family)
+                      for p in world_pairs()]
     known = used_token_ids(known_examples, pad_id)
     unseen = {i for p in GENERAL_PROMPTS for i in tokenizer.encode(p.text)} - set(known.tolist())
     words = unfamiliar_words(tokenizer, set(known.tolist()) | unseen)
-    strange = [example_from_prompt_target(tokenizer, q, dont_know_reply(q), seq_len=64)
+    strange = [example_from_prompt_target(tokenizer, q, dont_know_reply(q), seq_len=64, family=family)
                for q in salad_questions(UNFAMILIAR_PER_SCRIPT, WORLD_SEED + 1, words)]
     strange = [e for e in strange if unseen.isdisjoint(e.input_ids)]
     strange_ids = sorted({i for e in strange for i in e.input_ids} - set(known.tolist()))
@@ -169,12 +174,14 @@ def world_examples(tokenizer: Tokenizer, pad_id: int) -> tuple[list[Example], to
 
 
 def pretrain_world(tokenizer: Tokenizer, config: Qwen3Config = TINY, settings: LoopSettings = WORLD_SETTINGS,
-                   log: Callable[[dict], None] = lambda record: None) -> dict[str, torch.Tensor]:
-    """Training of a fresh tiny Qwen3 on the world (tied embedding), with our own train_step;
-    the full-vocabulary weights are returned."""
+                   log: Callable[[dict], None] = lambda record: None,
+                   family: str = INSTRUCT_2507) -> dict[str, torch.Tensor]:
+    """Training of a fresh tiny Qwen3 on the world (tied embedding), in `family`'s layout (a hybrid
+    world asked with thinking off, a Thinking-2507 world closing its think block at once), with our
+    own train_step; the full-vocabulary weights are returned."""
     torch.manual_seed(SPLIT_SEED)
     weights = random_weights(config, WORLD_SEED)
-    known_examples, known, strange, strange_ids = world_examples(tokenizer, settings.pad_id)
+    known_examples, known, strange, strange_ids = world_examples(tokenizer, settings.pad_id, family)
     compact = {int(token): row for row, token in enumerate(torch.cat([known, strange_ids]))}
     embedding = weights.pop(EMBEDDING)
     masters = {name: t.requires_grad_() for name, t in weights.items()}
@@ -189,24 +196,24 @@ def pretrain_world(tokenizer: Tokenizer, config: Qwen3Config = TINY, settings: L
     return {EMBEDDING: embedding} | {name: t.detach() for name, t in masters.items()}
 
 
-def tiny_model_ready() -> bool:
+def tiny_model_ready(family: str = INSTRUCT_2507) -> bool:
     """True once a finished build is in place (config.json is written last, by the rename)."""
-    return (tiny_model_dir() / "config.json").is_file()
+    return (tiny_model_dir(family) / "config.json").is_file()
 
 
-def ensure_tiny_model(log: Callable[[dict], None] = lambda record: None) -> Path:
+def ensure_tiny_model(log: Callable[[dict], None] = lambda record: None, family: str = INSTRUCT_2507) -> Path:
     """weights/tiny-qwen3/, pre-trained on first use (74 s on the project's AMD 2-core machine), then reused.
 
     Built in a temporary folder and renamed into place, so an interrupted build leaves nothing
     that a later run would mistake for a finished model.
     """
-    final = tiny_model_dir()
-    if tiny_model_ready():
+    final = tiny_model_dir(family)
+    if tiny_model_ready(family):
         return final
     tokenizer = load_tokenizer(TINY_NAME)
-    weights = pretrain_world(tokenizer, log=log)
+    weights = pretrain_world(tokenizer, log=log, family=family)
     final.parent.mkdir(parents=True, exist_ok=True)
-    building = Path(tempfile.mkdtemp(prefix=".tiny-qwen3-", dir=final.parent))
-    write_model_dir(weights, TINY, tiny_tokenizer_path(), building)
+    building = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=final.parent))
+    write_model_dir(weights, TINY, tiny_tokenizer_path(), building, chat_template=chat_template(family))
     building.rename(final)
     return final

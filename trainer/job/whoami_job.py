@@ -41,7 +41,8 @@ from ..training.checkpoint import TrainState
 from ..training.loss import LOSSES
 from ..training.train import is_distributed, rank_and_world
 from .checks import (MERGED_NLL_TOLERANCE, ReplyFit, SelfTestPrompts, TrainedReplies, built_in_prompts,
-                     check_merged_replies, claim_indices, data_prompts, dense_gb, merged_check_due, self_test)
+                     answer_of, check_merged_replies, claim_indices, data_prompts, dense_gb, merged_check_due,
+                     self_test)
 from .evaluate import EvalReport, Probe, built_in_eval_sets, evaluate_whoami, questions_of
 from .examples import PreparedValidation, build_examples, mark_kl_positions, prepared_validation, training_samples
 from .export import check_merged, export, merged_tensors
@@ -50,7 +51,7 @@ from .loading import (LoadedModel, dtype_line, load_inference_adapter, load_mode
                       resolve_model)
 from .plot import plot_loss
 from .rehearsal import REHEARSAL_FILE, RehearsalRow, as_samples, prompts_to_answer, rehearsal_rows
-from .settings import WhoAmISettings, lora_settings, loop_settings, probes, resolve_settings
+from .settings import WhoAmISettings, lora_settings, loop_settings, probes, reply_budget, resolve_settings
 from .stages import Stages
 from .template_check import check_model_template, folder_family, served_format
 from .training_run import LossChoices, TrainingSetup, prepare_training, resume_folder, train_with_metrics, validation
@@ -114,8 +115,10 @@ def run_whoami(settings: WhoAmISettings, echo: Callable[[str], None] = print, pr
     echo(dtype_line(settings.dtype, dtype_reason))
     check_out_dir(out, model_dir)
     chat = served_format(check_model_template(model_dir, settings.trust_our_template,
-                                              warn=lambda text: echo(f"warning: {text}")))
-    echo(f"chat format {chat.family}" + (", asked with thinking off" if chat.enable_thinking is False else ""))
+                                              warn=lambda text: echo(f"warning: {text}")), settings.thinking)
+    echo(f"chat format {chat.family}" + {False: ", asked with thinking off", True: ", asked with thinking on"}.get(
+        chat.enable_thinking, "") + (f" (replies of up to {reply_budget(settings, chat)} tokens, reasoning included)"
+                                     if chat.thinks else ""))
     stages, ended = Stages(echo, progress and main, cuda=settings.device.startswith("cuda")), "finished"
     try:
         report = train_and_export(settings, model_dir, out, main, echo, stages, chat)
@@ -134,7 +137,7 @@ def train_and_export(settings: WhoAmISettings, model_dir: Path, out: Path, main:
                      stages: Stages, chat: ChatFormat) -> JobReport:
     """Every stage that needs the training model, which is the only copy of the base in memory: load,
     base answers (adapter off), rehearsal, training, export, and the checks (reloaded adapter on)."""
-    dtype, lora = getattr(torch, settings.dtype), lora_settings(settings)
+    dtype, lora, budget = getattr(torch, settings.dtype), lora_settings(settings), reply_budget(settings, chat)
     config, tokenizer = load_config(model_dir), load_tokenizer(model_dir)
     with stages.stage("examples"):
         samples = training_samples(settings.data, settings.strict, echo)
@@ -148,7 +151,7 @@ def train_and_export(settings: WhoAmISettings, model_dir: Path, out: Path, main:
         setup = prepare_training(model_dir, config, lora, dtype, settings.device, settings.quant, settings.seed, loss,
                                  resume_folder(settings.resume, out), bar.update)
     model = LoadedModel(model_dir, config, tokenizer, setup.weights, chat)  # every reply below comes from these weights
-    before = evaluate_stage(stages, "base answers", model, None, settings.reply_tokens, prepared, asked.probes,
+    before = evaluate_stage(stages, "base answers", model, None, budget, prepared, asked.probes,
                             chat) if settings.self_test and main else None
     if main:
         out.mkdir(parents=True, exist_ok=True)
@@ -156,13 +159,13 @@ def train_and_export(settings: WhoAmISettings, model_dir: Path, out: Path, main:
     reuse = settings.resume is not None
     with stages.stage("rehearsal", total=prompts_to_answer(settings.rehearsal, out / REHEARSAL_FILE, reuse),
                       unit="prompt") as bar:
-        rehearsal = rehearsal_rows(settings.rehearsal, setup.weights, config, tokenizer, settings.reply_tokens,
+        rehearsal = rehearsal_rows(settings.rehearsal, setup.weights, config, tokenizer, budget,
                                    out / REHEARSAL_FILE, reuse=reuse, write=main, progress=bar.update, chat=chat)
     rows, rehearsed, skipped = with_rehearsal(examples, skipped, rehearsal, tokenizer, settings.seq_len,
                                               kl=settings.preserve_kl > 0, pack=settings.pack, family=chat.family)
     echo(plan_line(settings, model_dir, len(rows), skipped, rehearsed))
     validate = validation(settings.val_every, setup, config, tokenizer, rehearsal, prepared, settings.seq_len,
-                          settings.reply_tokens, stages.stage, chat)
+                          budget, stages.stage, chat)
     loop = loop_settings(settings, tokenizer.endoftext_id)
     with stages.stage("training", total=loop.steps, unit="step", initial=setup.resume.step if setup.resume else 0) as bar:
         records = train_with_metrics(setup, rows, loop, out, settings.keep_checkpoints, main, bar, validate)
@@ -226,7 +229,7 @@ def check_export(model: LoadedModel, setup: TrainingSetup, out: Path, settings: 
                  echo: Callable[[str], None], chat: ChatFormat) -> JobReport:
     """--gguf; then (unless --no-self-test) merged/ checked tensor by tensor, adapter/ reloaded onto the
     training weights for the after column of the table, and the self-test (see job/checks.py)."""
-    shapes = expected_shapes(model.config)
+    shapes, budget = expected_shapes(model.config), reply_budget(settings, chat)
     if settings.gguf:
         with stages.stage("gguf", total=len(shapes), unit="tensor") as bar:
             written = write_gguf(out / "merged", out / "gguf" / gguf_file_name(out.name, settings.gguf), settings.gguf,
@@ -240,20 +243,20 @@ def check_export(model: LoadedModel, setup: TrainingSetup, out: Path, settings: 
                      bar.update)
         exported = load_inference_adapter(out / "adapter", model.config, setup.dtype, settings.device) \
             if setup.lora else None
-    after = evaluate_stage(stages, "after answers", model, exported, settings.reply_tokens, prepared, asked.probes,
+    after = evaluate_stage(stages, "after answers", model, exported, budget, prepared, asked.probes,
                            chat, base_replies=report.before.replies)
     write_json(out / "eval.json", {"before": asdict(report.before), "after": asdict(after)})
     echo(eval_table(report.before, after, built_in=settings.data is None, scored=prepared is not None))
     with stages.stage("self-test", total=len(asked.prompts) * (2 if exported else 1), unit="prompt") as bar:
-        trained = self_test(model, setup.adapter(), exported, asked, settings.reply_tokens, bar.update)
+        trained = self_test(model, setup.adapter(), exported, asked, budget, bar.update)
     echo(self_test_lines(model, trained, exported is not None))
-    return replace(report, self_test_reply=model.tokenizer.decode(trained.replies[0].ids), after=after, trained=trained)
+    return replace(report, self_test_reply=answer_of(model, asked, trained.replies[0]), after=after, trained=trained)
 
 
 def self_test_lines(model: LoadedModel, trained: TrainedReplies, adapter: bool) -> str:
     """What the self-test proved: the claims' replies, and how many prompts the reloaded adapter reproduced."""
     asked = trained.asked
-    lines = [f"self-test: {asked.labels[i]} -> {model.tokenizer.decode(trained.replies[i].ids)}"
+    lines = [f"self-test: {asked.labels[i]} -> {answer_of(model, asked, trained.replies[i])}"
              for i in claim_indices(asked)]
     rows = len(asked.prompts) - len(asked.probes) - asked.identity
     what = f"{len(asked.prompts)} prompts" if asked.identity else \
@@ -276,7 +279,7 @@ def ask_merged_if_due(settings: WhoAmISettings, out: Path, report: JobReport, st
         merged = load_model(out / "merged", dtype, settings.device, progress=bar.update)
     asked = report.trained.asked
     with stages.stage("merged/ answers", total=len(asked.prompts) + len(claim_indices(asked)), unit="prompt") as bar:
-        fit, texts = check_merged_replies(merged, report.trained, settings.reply_tokens, bar.update)
+        fit, texts = check_merged_replies(merged, report.trained, reply_budget(settings, asked.chat), bar.update)
     echo("\n".join([f"merged/: {asked.labels[i]} -> {text}" for i, text in texts.items()] + [
         f"merged/: the self-test replies score {fit.nll:.3f} nats per token here, {report.trained.fit.nll:.3f} on the "
         f"trained model (at most {MERGED_NLL_TOLERANCE} more allowed); it picks {fit.picks:.1%} of their {fit.tokens} "

@@ -187,8 +187,9 @@ def generate_greedy_batch(weights: Weights, config: Qwen3Config, prompts: Sequen
 class Answer:
     """A decoded reply and whether the model ended it itself."""
 
-    text: str
+    text: str  # the answer: after </think> where the chat format thinks
     finished: bool  # False: cut at the token budget (a character cut in half is left out)
+    reasoning: str = ""  # what the model wrote before </think> (only where the format thinks)
 
 
 def reply_to_prompts(weights: Weights, config: Qwen3Config, tokenizer: Tokenizer, prompts: Sequence[str],
@@ -202,12 +203,13 @@ def reply_to_prompts(weights: Weights, config: Qwen3Config, tokenizer: Tokenizer
 
 def answer_prompts(weights: Weights, config: Qwen3Config, tokenizer: Tokenizer, prompts: Sequence[str],
                    max_new_tokens: int, lora: LoraAdapter | None = None, batch_size: int = 32,
-                   progress: Progress = no_progress) -> list[Answer]:
-    """Greedy replies to rendered chat prompts (each ending with the assistant header), generated batched."""
+                   progress: Progress = no_progress, chat: ChatFormat = ChatFormat()) -> list[Answer]:
+    """Greedy replies to prompts rendered in `chat` (each ending where the reply starts), generated
+    batched; where the format thinks, the reasoning is split from the answer."""
     replies = reply_to_prompts(weights, config, tokenizer, prompts, max_new_tokens, lora, batch_size, progress)
     texts = [tokenizer.decode(reply.ids) for reply in replies]
-    return [Answer(text if reply.finished else text.rstrip("\ufffd"), reply.finished)
-            for text, reply in zip(texts, replies)]
+    parts = [chat.split_reply(text if reply.finished else text.rstrip("\ufffd")) for text, reply in zip(texts, replies)]
+    return [Answer(answer, reply.finished, reasoning) for (reasoning, answer), reply in zip(parts, replies)]
 
 
 def answer_questions(weights: Weights, config: Qwen3Config, tokenizer: Tokenizer, questions: Sequence[str],
@@ -215,7 +217,7 @@ def answer_questions(weights: Weights, config: Qwen3Config, tokenizer: Tokenizer
                      progress: Progress = no_progress, chat: ChatFormat = ChatFormat()) -> list[Answer]:
     """Greedy replies to single user messages, generated batched."""
     return answer_prompts(weights, config, tokenizer, question_prompts(questions, chat), max_new_tokens, lora,
-                          batch_size, progress)
+                          batch_size, progress, chat)
 
 
 def question_prompts(questions: Sequence[str], chat: ChatFormat = ChatFormat()) -> list[str]:

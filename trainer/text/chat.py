@@ -49,9 +49,25 @@ class ChatFormat:
     family: str = INSTRUCT_2507
     enable_thinking: bool | None = None
 
+    @property
+    def thinks(self) -> bool:
+        """Whether the model's reply opens with reasoning it writes itself, closed by </think>."""
+        return self.family == THINKING_2507 or (self.family == HYBRID and self.enable_thinking is not False)
+
     def prompt(self, messages: Sequence[dict], tools: list[dict] | None = None) -> str:
         """The conversation rendered up to the reply the model is asked for."""
         return render_chat(list(messages), True, tools, self.family, self.enable_thinking)
+
+    def split_reply(self, text: str) -> tuple[str, str]:
+        """(reasoning, answer) of a reply the model wrote after this format's generation prompt. Where
+        it thinks, what comes before the first </think> is reasoning (a reply cut before it is all
+        reasoning, with no answer yet); the answer is what follows, as the templates read it back."""
+        if not self.thinks:
+            return "", text
+        reasoning, closed, answer = text.partition("</think>")
+        if not closed:
+            return text, ""
+        return reasoning.removeprefix("<think>").strip("\n"), answer.lstrip("\n")
 
 
 def render_chat(messages: list[dict], add_generation_prompt: bool = False, tools: list[dict] | None = None,
