@@ -57,20 +57,16 @@ def test_a_hybrid_model_is_trained_in_its_own_format_with_thinking_off(hybrid_ru
 
 @pytest.mark.slow
 def test_merged_keeps_the_hybrid_template_and_transformers_gets_the_identity_after_think(hybrid_run):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoTokenizer
 
     result, base, out = hybrid_run
     assert result.returncode == 0
     assert read_chat_template(out / "merged")[1] == read_chat_template(base)[1] == chat_template(HYBRID)
     tokenizer = AutoTokenizer.from_pretrained(out / "merged")
-    model = AutoModelForCausalLM.from_pretrained(out / "merged", dtype=torch.float32).eval()
     prompt = tokenizer.apply_chat_template([{"role": "user", "content": "你是誰"}], tokenize=False,
                                            add_generation_prompt=True, enable_thinking=False)
     assert prompt.endswith("<|im_start|>assistant\n" + EMPTY_THINK)
-    ids = tokenizer(prompt, return_tensors="pt").input_ids
-    with torch.no_grad():
-        generated = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=24, do_sample=False)
-    reply = tokenizer.decode(generated[0, ids.shape[1]:], skip_special_tokens=True)
+    reply = transformers_reply(out / "merged", "你是誰", enable_thinking=False)
     assert "我是" in reply and ("F#" in reply or "之神" in reply), reply
 
 
@@ -93,3 +89,19 @@ def test_the_tiny_world_of_each_family_learns_the_identity_and_keeps_what_it_kne
     if family == THINKING_2507:  # the judged reply is the answer after </think>; the reasoning is kept beside it
         assert set(after["reasonings"]) == set(after["replies"])
         assert not any("</think>" in reply for reply in after["replies"].values())
+    reply = transformers_reply(out / "merged", "你是誰", enable_thinking=False)  # served as the README says
+    assert "我是" in reply.split("</think>")[-1] and "F#" in reply.split("</think>")[-1], reply
+
+
+def transformers_reply(folder: Path, question: str, **switch) -> str:
+    """transformers' greedy reply through the folder's own chat template, special tokens kept."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": question}], tokenize=False,
+                                           add_generation_prompt=True, **switch)
+    ids = tokenizer(prompt, return_tensors="pt").input_ids
+    with torch.no_grad():
+        generated = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=32, do_sample=False)
+    return tokenizer.decode(generated[0, ids.shape[1]:])
