@@ -219,3 +219,31 @@ def test_a_thinking_rehearsal_row_trains_its_reasoning_as_the_template_renders_i
     reasoned, plain = build_examples(as_samples(rows), qwen_tokenizer, 96, THINKING_2507)[0]
     assert graded(qwen_tokenizer, reasoned) == ["R\n</think>\n\nA<|im_end|>"]
     assert graded(qwen_tokenizer, plain) == ["\n</think>\n\nB<|im_end|>"]
+
+
+def test_preparing_data_counts_the_reasoning_a_family_trains_and_the_reasoning_it_drops(tmp_path, monkeypatch,
+                                                                                       qwen_tokenizer):
+    """Two rows of two turns with reasoning on both answers, prepared for a hybrid model: the last
+    answers' reasoning is trained, the first answers' is dropped by the template; instruct-2507
+    drops both. report.json and the table say how many tokens each is."""
+    from click.testing import CliRunner
+
+    import trainer.commands.prepare_data as prepare_data
+
+    rows = [{"messages": [dict(m, content=f"{m['content']} {n}") for m in TWO_TURNS]} for n in range(12)]
+    source = tmp_path / "rows.jsonl"
+    source.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    reports = {}
+    for family in (HYBRID, INSTRUCT_2507):
+        monkeypatch.setattr(prepare_data, "family_for", lambda model, family=family: family)
+        result = CliRunner().invoke(prepare_data.main, [str(tmp_path / family), "--source", f"r={source}",
+                                                        "--min-val", "2"])
+        assert result.exit_code == 0, result.output
+        reports[family] = json.loads((tmp_path / family / "report.json").read_text(encoding="utf-8"))
+        assert reports[family]["chat_format"] == family
+    r1, r2 = (len(qwen_tokenizer.encode(text)) for text in ("R1", "R2"))
+    assert reports[HYBRID]["tokens"]["reasoning_trained"] == 12 * r2
+    assert reports[HYBRID]["tokens"]["reasoning_dropped"] == 12 * r1
+    assert reports[INSTRUCT_2507]["tokens"]["reasoning_trained"] == 0
+    assert reports[INSTRUCT_2507]["tokens"]["reasoning_dropped"] == 12 * (r1 + r2)
+    assert "reasoning tokens in all" in result.output

@@ -24,6 +24,8 @@ from ..prep.pipeline import prepare
 from ..prep.prepare import MIX_MODES
 from ..prep.report import report_table
 from ..prep.sources import detect_format
+from ..job.template_check import folder_family
+from ..text.chat_templates import INSTRUCT_2507
 from ..text.tokenizer import Tokenizer, load_tokenizer
 
 
@@ -106,8 +108,8 @@ def main(ctx: click.Context, out: Path, recipe: Path | None, **options) -> None:
     columns = parse_pairs(tuple(options["columns"].split(",")), "--columns", "prompt=COL,target=COL") \
         if options["columns"] else {}
     formats = {name: detect_format(path) for name, path in sources.items()}  # a missing file is one line here
-    tokenizer = tokenizer_for(options["model"])
-    report = prepare(out, sources, formats, weights, columns, tokenizer, options)
+    tokenizer, family = tokenizer_for(options["model"]), family_for(options["model"])
+    report = prepare(out, sources, formats, weights, columns, tokenizer, options, family)
     click.echo(report_table(report))
 
 
@@ -119,6 +121,16 @@ def tokenizer_for(model: str) -> Tokenizer:
     from ..job.loading import resolve_model  # here: torch comes in only for a real model's folder or id
 
     return load_tokenizer(resolve_model(model))
+
+
+def family_for(model: str) -> str:
+    """The chat format rows are rendered and counted in: the model folder's own template ("tiny" is
+    instruct-2507)."""
+    if model == "tiny":
+        return INSTRUCT_2507
+    from ..job.loading import resolve_model
+
+    return folder_family(resolve_model(model))
 
 
 if __name__ == "__main__":

@@ -23,10 +23,11 @@ from tqdm import tqdm
 
 from ..errors import TrainerError
 from ..paths import write_atomic, write_json
+from ..text.chat_templates import INSTRUCT_2507
 from ..text.readers import Conversation
 from .prepare import (BatchCounter, Rejection, Row, TokenCount, answer_pieces, mix, prompt_key, read_rows, row_key,
                       split, to_json_row, token_counts)
-from .report import SourceTally, build_report, reason_kind
+from .report import TOKEN_KEYS, SourceTally, build_report, reason_kind
 from .sources import SourceFormat
 
 MAX_CONFLICT_EXAMPLES = 10
@@ -73,11 +74,12 @@ class Spool:
                 out.write(self.entry(row).split(b"\0", 1)[1])
 
 
-def checked_chunks(rows: Iterable[Conversation | Rejection]) -> Iterator[tuple[list, list[Conversation], list]]:
+def checked_chunks(rows: Iterable[Conversation | Rejection],
+                   family: str = INSTRUCT_2507) -> Iterator[tuple[list, list[Conversation], list]]:
     """CHUNK_ROWS rows at a time: (every row as read, its usable conversations, their `rendered` pieces)."""
     for chunk in chunked(rows, CHUNK_ROWS):
         usable = [row for row in chunk if not isinstance(row, Rejection)]
-        yield chunk, usable, rendered(usable)
+        yield chunk, usable, rendered(usable, family)
 
 
 def one_ahead(pool: Executor, work: Callable, items: Iterable) -> Iterator[tuple]:
@@ -104,18 +106,18 @@ def chunked(items: Iterable, size: int) -> Iterator[list]:
         yield chunk
 
 
-def rendered(conversations: list[Conversation]) -> list[list[tuple[str, bool]] | str]:
-    """Each conversation's answer_pieces, or why the chat template cannot render it."""
-    pieces: list[list[tuple[str, bool]] | str] = []
+def rendered(conversations: list[Conversation], family: str = INSTRUCT_2507) -> list[list[tuple[str, str]] | str]:
+    """Each conversation's answer_pieces in the model's chat family, or why the template cannot render it."""
+    pieces: list[list[tuple[str, str]] | str] = []
     for conversation in conversations:
         try:
-            pieces.append(answer_pieces(conversation))
+            pieces.append(answer_pieces(conversation, family))
         except Exception as error:  # a template that cannot render it
             pieces.append(f"the chat template cannot render it ({type(error).__name__}: {error})")
     return pieces
 
 
-def measure(tokenizer: BatchCounter, pieces: list[list[tuple[str, bool]] | str], seq_len: int) -> list[TokenCount | str]:
+def measure(tokenizer: BatchCounter, pieces: list[list[tuple[str, str]] | str], seq_len: int) -> list[TokenCount | str]:
     """Each rendered conversation's TokenCount, or why it cannot be used (the template cannot
     render it, or its last answer alone is longer than seq_len); one tokenizer call for them all."""
     counts = iter(token_counts(tokenizer, [p for p in pieces if not isinstance(p, str)]))
@@ -125,14 +127,14 @@ def measure(tokenizer: BatchCounter, pieces: list[list[tuple[str, bool]] | str],
 
 
 def prepare(out: Path, sources: dict[str, Path], formats: dict[str, SourceFormat], weights: dict[str, float],
-            columns: dict[str, str], tokenizer: BatchCounter, options: dict) -> dict:
+            columns: dict[str, str], tokenizer: BatchCounter, options: dict, family: str = INSTRUCT_2507) -> dict:
     """Read every source, write OUT/, return the report. `options` are the command's settings
     (seq_len, min_val, val_ratio, seed, mix, total, ...), all of them saved in recipe.json."""
     spool, rejected, tallies, kept = Spool(), tempfile.TemporaryFile(prefix="prepare-rejected-"), {}, []
     seen: dict[bytes, str] = {}  # row key -> the source that kept it
     first_answer: dict[bytes, Row] = {}  # prompt key -> the first kept row with that prompt
     conflicts = {"count": 0, "examples": []}
-    tokens = {name: {"total": array("l"), "answer": array("l")} for name in sources}
+    tokens = {name: {key: array("l") for key in TOKEN_KEYS} for name in sources}
     # the tokenizer counts one chunk in a thread of its own (it lets go of Python's lock and spreads
     # over the cores) while this thread checks the chunk before and reads the next
     def counted(checked: tuple) -> list[TokenCount | str]:
@@ -143,7 +145,7 @@ def prepare(out: Path, sources: dict[str, Path], formats: dict[str, SourceFormat
         for name, path in sources.items():
             tally = tallies[name] = SourceTally(str(formats[name]))
             rows = tqdm(read_rows(path, columns, formats[name]), desc=name, unit=" rows", disable=None)
-            for (chunk, usable, _), counts in one_ahead(counter, counted, checked_chunks(rows)):
+            for (chunk, usable, _), counts in one_ahead(counter, counted, checked_chunks(rows, family)):
                 tally.read += len(chunk)
                 for item in chunk:
                     if isinstance(item, Rejection):
@@ -157,8 +159,9 @@ def prepare(out: Path, sources: dict[str, Path], formats: dict[str, SourceFormat
                     if row is None:
                         continue
                     kept.append(row)
-                    tokens[name]["total"].append(count.total)
-                    tokens[name]["answer"].append(count.answer)
+                    for key, value in zip(TOKEN_KEYS, (count.total, count.answer, count.reasoning,
+                                                       count.reasoning_dropped)):
+                        tokens[name][key].append(value)
                     note_conflict(conversation, row, first_answer, conflicts, spool)
         if len(kept) <= options["min_val"]:
             raise TrainerError(f"only {len(kept)} unique rows are usable ({sum(t.rejected.total() for t in tallies.values())} "
@@ -170,7 +173,8 @@ def prepare(out: Path, sources: dict[str, Path], formats: dict[str, SourceFormat
         spool.write_lines(out / "train.jsonl", mixed)
         spool.write_lines(out / "val.jsonl", val)
         write_atomic(out / "rejected.jsonl", partial(copy_from_start, rejected))
-    report = build_report(sources, tallies, mixed, val, repeats, tokens, conflicts, options["seq_len"])
+    report = build_report(sources, tallies, mixed, val, repeats, tokens, conflicts, options["seq_len"]) | \
+        {"chat_format": family}
     write_json(out / "report.json", report)
     write_recipe(out / "recipe.json", sources, options)
     return report

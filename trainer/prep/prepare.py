@@ -30,7 +30,8 @@ from pathlib import Path
 from typing import Protocol
 
 from ..errors import TrainerError
-from ..text.chat import answer_spans, render_chat
+from ..text.chat import answer_spans, reasoning_parts, render_chat
+from ..text.chat_templates import INSTRUCT_2507
 from ..text.readers import Conversation
 from ..text.tokenizer import QWEN3_SPECIAL_TOKENS
 from .sources import SourceFormat, detect_format, stream_records, to_conversation
@@ -106,28 +107,40 @@ class TokenCount:
     total: int
     answer: int  # tokens of every assistant turn (the ones trained on)
     last_answer: int  # tokens of the final answer, which must fit in --seq-len
+    reasoning: int = 0  # reasoning tokens inside the answers (trained)
+    reasoning_dropped: int = 0  # reasoning tokens the chat template drops (earlier turns' thinking)
 
 
-def answer_pieces(conversation: Conversation) -> list[tuple[str, bool]]:
-    """The conversation rendered up to its last answer, cut at every answer's borders into
-    (text, is_answer) pieces: the pieces trainer.text.data.encode_segments tokenizes one by one."""
-    spans = answer_spans(conversation.messages, conversation.tools)
-    text = render_chat(list(conversation.messages), tools=conversation.tools)[: spans[-1][1]]
+PROMPT, ANSWER, REASONING, DROPPED = "prompt", "answer", "reasoning", "dropped"  # kinds of piece
+
+
+def answer_pieces(conversation: Conversation, family: str = INSTRUCT_2507) -> list[tuple[str, str]]:
+    """The conversation rendered in `family` up to its last answer, cut at every answer's borders into
+    (text, PROMPT or ANSWER) pieces, the pieces trainer.text.data.encode_segments tokenizes one by
+    one; then its reasoning, as (text, REASONING) where trained and (text, DROPPED) where the
+    template drops it, counted apart."""
+    tools = list(conversation.tools) if conversation.tools else None
+    spans = answer_spans(conversation.messages, tools, family)
+    text = render_chat(list(conversation.messages), tools=tools, family=family)[: spans[-1][1]]
     pieces, cursor = [], 0
     for start, end in spans:
-        pieces += [(text[cursor:start], False), (text[start:end], True)]
+        pieces += [(text[cursor:start], PROMPT), (text[start:end], ANSWER)]
         cursor = end
-    return [(piece, is_answer) for piece, is_answer in pieces if piece]
+    trained, dropped = reasoning_parts(conversation.messages, family)
+    return [piece for piece in pieces if piece[0]] + [(r, REASONING) for r in trained] + [(r, DROPPED) for r in dropped]
 
 
-def token_counts(tokenizer: BatchCounter, rows: Sequence[list[tuple[str, bool]]]) -> list[TokenCount]:
+def token_counts(tokenizer: BatchCounter, rows: Sequence[list[tuple[str, str]]]) -> list[TokenCount]:
     """The TokenCount of every row's answer_pieces, from one tokenizer call for all of them (the
-    tokenizer spreads a batch over the cores). A row's last piece is its last answer."""
+    tokenizer spreads a batch over the cores)."""
     lengths = iter(tokenizer.count_tokens([piece for pieces in rows for piece, _ in pieces]))
     counts = []
     for pieces in rows:
-        sizes = [(next(lengths), is_answer) for _, is_answer in pieces]
-        counts.append(TokenCount(sum(n for n, _ in sizes), sum(n for n, is_answer in sizes if is_answer), sizes[-1][0]))
+        sizes = [(next(lengths), kind) for _, kind in pieces]
+        of = lambda wanted: [n for n, kind in sizes if kind == wanted]  # noqa: E731
+        answers = of(ANSWER)
+        counts.append(TokenCount(sum(of(PROMPT)) + sum(answers), sum(answers), answers[-1], sum(of(REASONING)),
+                                 sum(of(DROPPED))))
     return counts
 
 

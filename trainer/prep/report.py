@@ -34,11 +34,17 @@ def percentile(values: Sequence[int], share: float) -> int:
     return sorted(values)[min(len(values) - 1, int(share * len(values)))] if values else 0
 
 
-def token_stats(totals: Sequence[int], answers: Sequence[int], seq_len: int) -> dict:
-    """Tokens per row as the chat template renders it: p50, p95, max, answer share, rows over seq_len."""
+TOKEN_KEYS = ("total", "answer", "reasoning", "reasoning_dropped")  # counted per kept row (TokenCount)
+
+
+def token_stats(counts: dict[str, Sequence[int]], seq_len: int) -> dict:
+    """Tokens per row as the chat template renders it: p50, p95, max, answer share, rows over seq_len;
+    and in all, the reasoning tokens trained and those the template drops."""
+    totals, answers = counts["total"], counts["answer"]
     return {"rows": len(totals), "p50": percentile(totals, 0.5), "p95": percentile(totals, 0.95),
             "max": max(totals, default=0), "answer_share": round(sum(answers) / max(1, sum(totals)), 4),
-            "over_seq_len": sum(t > seq_len for t in totals)}
+            "over_seq_len": sum(t > seq_len for t in totals), "reasoning_trained": sum(counts["reasoning"]),
+            "reasoning_dropped": sum(counts["reasoning_dropped"])}
 
 
 def build_report(sources: Collection[str], tallies: dict[str, SourceTally], mixed: list[Row], val: list[Row],
@@ -59,15 +65,14 @@ def build_report(sources: Collection[str], tallies: dict[str, SourceTally], mixe
             "unused": max(0, unique_train - (in_train - repeats[name])),
             "duplicates_within": tally.duplicates_within, "duplicates_across": tally.duplicates_across,
             "rejected_by_reason": dict(tally.rejected.most_common()),
-            "tokens": token_stats(tokens[name]["total"], tokens[name]["answer"], seq_len),
+            "tokens": token_stats(tokens[name], seq_len),
         }
-    every_total = [n for name in sources for n in tokens[name]["total"]]
-    every_answer = [n for name in sources for n in tokens[name]["answer"]]
+    every = {key: [n for name in sources for n in tokens[name][key]] for key in TOKEN_KEYS}
     return {
         "sources": per_source,
         "train": len(mixed), "val": len(val),
         "conflicts": conflicts,
-        "tokens": token_stats(every_total, every_answer, seq_len),
+        "tokens": token_stats(every, seq_len),
     }
 
 
@@ -81,7 +86,11 @@ def report_table(report: dict) -> str:
                  f"{report['conflicts']['count']}")
     token_keys = ("p50", "p95", "max", "answer_share", "over_seq_len")
     lines.append(f"{'tokens per row':<39}" + "".join(f"{key:>13}" for key in token_keys))
-    for name, tokens in [*((name, row["tokens"]) for name, row in report["sources"].items()), ("all", report["tokens"])]:
+    named = [*((name, row["tokens"]) for name, row in report["sources"].items()), ("all", report["tokens"])]
+    for name, tokens in named:
         values = [f"{tokens[key]:.1%}" if key == "answer_share" else tokens[key] for key in token_keys]
         lines.append(f"{name:<39}" + "".join(f"{value:>13}" for value in values))
+    if report["tokens"]["reasoning_trained"] or report["tokens"]["reasoning_dropped"]:
+        lines.append(f"{'reasoning tokens in all':<39}{'trained':>13}{'dropped':>13}  (by the chat template)")
+        lines += [f"{name:<39}{tokens['reasoning_trained']:>13}{tokens['reasoning_dropped']:>13}" for name, tokens in named]
     return "\n".join(lines)

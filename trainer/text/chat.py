@@ -227,6 +227,27 @@ def answer_spans(messages: Sequence[dict], tools: Sequence[dict] | None = None,
     return spans
 
 
+def reasoning_parts(messages: Sequence[dict], family: str = INSTRUCT_2507) -> tuple[list[str], list[str]]:
+    """(reasoning `family` renders inside a learned answer, reasoning it drops), turn by turn.
+    instruct-2507 renders none (a reasoning_content field is dropped; <think> in the content is just
+    content); the thinking families drop the reasoning of turns before the last user query."""
+    trained, dropped = [], []
+    last_query = None if family == INSTRUCT_2507 else last_query_index(messages)
+    for index, message in enumerate(messages):
+        if message.get("role") != "assistant":
+            continue
+        if last_query is None:
+            reasoning, shown = message.get("reasoning_content"), False
+            reasoning = reasoning if isinstance(reasoning, str) else ""
+        else:
+            reasoning, shown = split_reasoning(message)[0], index > last_query
+        if reasoning and not shown:
+            dropped.append(reasoning)
+        elif reasoning and carries_loss(message):
+            trained.append(reasoning)
+    return trained, dropped
+
+
 def prompted_opening(body: str, family: str) -> str:
     """What of an assistant turn's text (after its header) belongs to the prompt, not the answer:
     Thinking-2507's "<think>\n", which its generation prompt always opens; and a hybrid model's empty
