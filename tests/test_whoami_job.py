@@ -422,3 +422,15 @@ def test_full_method_answers_and_checks_on_its_own_weights(tmp_path):
     stages = {row["stage"]: row for row in json.loads((tmp_path / "timings.json").read_text())["stages"]}
     assert stages["check merged/"]["count"] == 46 and stages["self-test"]["count"] == 10  # no reloaded adapter
     assert not (tmp_path / "adapter").exists() and (tmp_path / "merged" / "model.safetensors").is_file()
+
+
+def test_the_chat_line_says_how_the_model_is_prompted():
+    from trainer.job.whoami_job import chat_line
+    from trainer.text.chat import ChatFormat
+
+    assert chat_line(ChatFormat(), 32) == "chat format instruct-2507"
+    assert chat_line(ChatFormat("hybrid", False), 32) == "chat format hybrid, asked with thinking off"
+    assert chat_line(ChatFormat("hybrid", True), 64) == \
+        "chat format hybrid, asked with thinking on (replies of up to 64 tokens, reasoning included)"
+    assert chat_line(ChatFormat("thinking-2507"), 64) == \
+        "chat format thinking-2507 (replies of up to 64 tokens, reasoning included)"

@@ -116,9 +116,7 @@ def run_whoami(settings: WhoAmISettings, echo: Callable[[str], None] = print, pr
     check_out_dir(out, model_dir)
     chat = served_format(check_model_template(model_dir, settings.trust_our_template,
                                               warn=lambda text: echo(f"warning: {text}")), settings.thinking)
-    echo(f"chat format {chat.family}" + {False: ", asked with thinking off", True: ", asked with thinking on"}.get(
-        chat.enable_thinking, "") + (f" (replies of up to {reply_budget(settings, chat)} tokens, reasoning included)"
-                                     if chat.thinks else ""))
+    echo(chat_line(chat, reply_budget(settings, chat)))
     stages, ended = Stages(echo, progress and main, cuda=settings.device.startswith("cuda")), "finished"
     try:
         report = train_and_export(settings, model_dir, out, main, echo, stages, chat)
@@ -131,6 +129,13 @@ def run_whoami(settings: WhoAmISettings, echo: Callable[[str], None] = print, pr
         if main and out.is_dir():
             stages.finish(out / TIMINGS_FILE, ended)
     return replace(report, seconds=time.perf_counter() - started)
+
+
+def chat_line(chat: ChatFormat, budget: int) -> str:
+    """The one line that says how the model is prompted, and how long a reply may be where it thinks."""
+    switch = {False: ", asked with thinking off", True: ", asked with thinking on"}.get(chat.enable_thinking, "")
+    budget_note = f" (replies of up to {budget} tokens, reasoning included)" if chat.thinks else ""
+    return f"chat format {chat.family}{switch}{budget_note}"
 
 
 def train_and_export(settings: WhoAmISettings, model_dir: Path, out: Path, main: bool, echo: Callable[[str], None],
