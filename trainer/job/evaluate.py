@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..errors import TrainerError
 from ..progress import Progress, no_progress
 from ..qwen3.config import Qwen3Config
-from ..errors import TrainerError
 from ..qwen3.generate import Answer, answer_prompts, answer_questions
 from ..qwen3.model import LoraAdapter, Weights, forward, head_weight
 from ..text.chat import ChatFormat

@@ -258,8 +258,9 @@ def check_model_template(model_dir: Path, trust_our_template: bool, warn: Callab
 
 
 def folder_family(model_dir: Path) -> str:
-    """The family of a model folder's template, for what is written beside it (the Ollama Modelfile);
-    instruct-2507 when it has no template or one of no family (which training refuses or warns about)."""
+    """The family of a model folder's template, for prompting a loaded model and for what is written
+    beside a GGUF export (the Ollama Modelfile); instruct-2507 when it has no template or one of no
+    family (which training refuses or warns about)."""
     found = read_chat_template(Path(model_dir))
     return (template_family(found[1], found[2])[0] if found else None) or INSTRUCT_2507
 

@@ -53,7 +53,7 @@ from .plot import plot_loss
 from .rehearsal import REHEARSAL_FILE, RehearsalRow, as_samples, prompts_to_answer, rehearsal_rows
 from .settings import WhoAmISettings, lora_settings, loop_settings, probes, reply_budget, resolve_settings
 from .stages import Stages
-from .template_check import check_model_template, folder_family, served_format
+from .template_check import check_model_template, served_format
 from .training_run import LossChoices, TrainingSetup, prepare_training, resume_folder, train_with_metrics, validation
 from .validation import prepared_scores
 
@@ -182,7 +182,7 @@ def train_and_export(settings: WhoAmISettings, model_dir: Path, out: Path, main:
             with stages.stage("export", total=len(expected_shapes(config)), unit="tensor") as bar:
                 export(setup.params, lora, settings.model, model_dir, config, out, bar.update)
             echo(f"exported {out / 'merged'}" + (f" and {out / 'adapter'}" if lora else ""))
-            report = check_export(model, setup, out, settings, prepared, asked, report, stages, echo, chat)
+            report = check_export(model, setup, out, settings, prepared, asked, report, stages, echo)
     finally:  # rank 0 reaches the barrier even when its export or self-test fails, so the others end quietly
         if is_distributed():
             torch.distributed.barrier()
@@ -231,15 +231,16 @@ def stopped_early(settings: WhoAmISettings, steps_done: int) -> bool:
 
 def check_export(model: LoadedModel, setup: TrainingSetup, out: Path, settings: WhoAmISettings,
                  prepared: PreparedValidation | None, asked: SelfTestPrompts, report: JobReport, stages: Stages,
-                 echo: Callable[[str], None], chat: ChatFormat) -> JobReport:
+                 echo: Callable[[str], None]) -> JobReport:
     """--gguf; then (unless --no-self-test) merged/ checked tensor by tensor, adapter/ reloaded onto the
     training weights for the after column of the table, and the self-test (see job/checks.py)."""
-    shapes, budget = expected_shapes(model.config), reply_budget(settings, chat)
+    shapes, chat = expected_shapes(model.config), asked.chat  # the format the prompts were rendered in
+    budget = reply_budget(settings, chat)
     if settings.gguf:
         with stages.stage("gguf", total=len(shapes), unit="tensor") as bar:
             written = write_gguf(out / "merged", out / "gguf" / gguf_file_name(out.name, settings.gguf), settings.gguf,
                                  bar.update)
-        echo(f"exported {written} and {write_modelfile(written, folder_family(out / 'merged'))}")
+        echo(f"exported {written} and {write_modelfile(written, chat.family)}")  # merged/ keeps the base's template
     if not settings.self_test:
         return report
     with stages.stage("check merged/", total=len(shapes), unit="tensor") as bar:

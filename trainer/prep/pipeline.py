@@ -159,9 +159,8 @@ def prepare(out: Path, sources: dict[str, Path], formats: dict[str, SourceFormat
                     if row is None:
                         continue
                     kept.append(row)
-                    for key, value in zip(TOKEN_KEYS, (count.total, count.answer, count.reasoning,
-                                                       count.reasoning_dropped)):
-                        tokens[name][key].append(value)
+                    for key in TOKEN_KEYS:
+                        tokens[name][key].append(getattr(count, key))
                     note_conflict(conversation, row, first_answer, conflicts, spool)
         if len(kept) <= options["min_val"]:
             raise TrainerError(f"only {len(kept)} unique rows are usable ({sum(t.rejected.total() for t in tallies.values())} "

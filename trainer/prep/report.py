@@ -34,7 +34,7 @@ def percentile(values: Sequence[int], share: float) -> int:
     return sorted(values)[min(len(values) - 1, int(share * len(values)))] if values else 0
 
 
-TOKEN_KEYS = ("total", "answer", "reasoning", "reasoning_dropped")  # counted per kept row (TokenCount)
+TOKEN_KEYS = ("total", "answer", "reasoning", "reasoning_dropped")  # TokenCount's fields, kept per kept row
 
 
 def token_stats(counts: dict[str, Sequence[int]], seq_len: int) -> dict:

@@ -61,7 +61,7 @@ class ChatFormat:
     def split_reply(self, text: str) -> tuple[str, str]:
         """(reasoning, answer) of a reply the model wrote after this format's generation prompt. Where
         it thinks, what comes before the first </think> is reasoning (a reply cut before it is all
-        reasoning, with no answer yet); the answer is what follows, as the templates read it back."""
+        reasoning, with no answer yet), and the answer is all that follows it."""
         if not self.thinks:
             return "", text
         reasoning, closed, answer = text.partition("</think>")
@@ -170,12 +170,19 @@ def _assistant_turn(message: dict, index: int, last_query: int | None, is_last: 
     own line (no newline before a call that opens the turn)."""
     reasoning, content = ("", _content(message)) if last_query is None else split_reasoning(message)
     text = content
-    if last_query is not None and index > last_query and (is_last or reasoning):
-        text = f"<think>\n{reasoning.strip(chr(10))}\n</think>\n\n{content.lstrip(chr(10))}"
+    if shows_think_block(index, last_query, is_last, reasoning):
+        reasoning, answer = reasoning.strip("\n"), content.lstrip("\n")
+        text = f"<think>\n{reasoning}\n</think>\n\n{answer}"
     calls = "\n".join(_tool_call(call, index) for call in message.get("tool_calls") or [])
     if content and calls:
         text += "\n"
     return f"<|im_start|>assistant\n{text}{calls}<|im_end|>\n"
+
+
+def shows_think_block(index: int, last_query: int | None, is_last: bool, reasoning: str) -> bool:
+    """Whether a thinking family writes turn `index`'s think block: only after the last user query
+    (last_query None: instruct-2507, never), on the last turn always and elsewhere where it reasoned."""
+    return last_query is not None and index > last_query and (is_last or bool(reasoning))
 
 
 def _tool_call(call: dict, index: int) -> str:
@@ -237,10 +244,11 @@ def reasoning_parts(messages: Sequence[dict], family: str = INSTRUCT_2507) -> tu
         if message.get("role") != "assistant":
             continue
         if last_query is None:
-            reasoning, shown = message.get("reasoning_content"), False
+            reasoning = message.get("reasoning_content")
             reasoning = reasoning if isinstance(reasoning, str) else ""
         else:
-            reasoning, shown = split_reasoning(message)[0], index > last_query
+            reasoning = split_reasoning(message)[0]
+        shown = shows_think_block(index, last_query, index == len(messages) - 1, reasoning)
         if reasoning and not shown:
             dropped.append(reasoning)
         elif reasoning and carries_loss(message):
@@ -252,11 +260,8 @@ def prompted_opening(body: str, family: str) -> str:
     """What of an assistant turn's text (after its header) belongs to the prompt, not the answer:
     Thinking-2507's "<think>\n", which its generation prompt always opens; and a hybrid model's empty
     think block, which is its generation prompt with thinking off. Reasoning itself is learned."""
-    if family == THINKING_2507 and body.startswith("<think>\n"):
-        return "<think>\n"
-    if family == HYBRID and body.startswith(EMPTY_THINK):
-        return EMPTY_THINK
-    return ""
+    opening = generation_prompt(family, enable_thinking=False).removeprefix(GENERATION_PROMPT)
+    return opening if body.startswith(opening) else ""
 
 
 def reply_opening(family: str) -> str:

@@ -136,10 +136,13 @@ def _joined_parts(message: dict) -> dict:
     parts joined by PART_SEPARATOR. A part of another type (an image, audio) cannot be trained on by
     a text model: its content is left as a list, which message_problem names."""
     parts = message["content"]
-    if all(isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str)
-           for part in parts):
+    if all(map(_is_text_part, parts)):
         return message | {"content": PART_SEPARATOR.join(part["text"] for part in parts)}
     return message
+
+
+def _is_text_part(part: object) -> bool:
+    return isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str)
 
 
 def message_problem(message: object) -> str | None:
@@ -172,8 +175,8 @@ def message_problem(message: object) -> str | None:
 def _part_problem(parts: list) -> str:
     """Content left as a list by _joined_parts: name its first part that is not text."""
     for number, part in enumerate(parts):
-        kind = part.get("type") if isinstance(part, dict) else None
-        if kind != "text" or not isinstance(part.get("text"), str):
+        if not _is_text_part(part):
+            kind = part.get("type") if isinstance(part, dict) else None
             return (f"content part {number} is of type {kind or type(part).__name__}, not text; "
                     "only text parts can be trained on")
     return "content must be a string or a list of text parts"
