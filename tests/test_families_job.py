@@ -1,7 +1,8 @@
-"""The who-am-i job on a model of another Qwen3 chat family: the tiny world's weights paired with a
-hybrid-thinking template, a layout the weights never saw (so only the identity and the export are
-required, not retention). The job finds the family from the template, prompts with thinking off,
-learns the identity, and merged/ keeps the base's template, which transformers then uses (slow)."""
+"""The who-am-i job on a model of another Qwen3 chat family: the tiny world's 2507 weights paired with
+a hybrid or Thinking-2507 template, a layout the weights never saw (so only the identity and the
+export are required, not retention). The job finds the family from the template, prompts as that
+family serves (the hybrid with thinking off), learns the identity, and merged/ keeps the base's
+template, which transformers then uses (slow). Then the tiny world built in each layout."""
 
 import json
 import subprocess
@@ -18,7 +19,7 @@ from trainer.text.chat_templates import HYBRID, THINKING_2507, chat_template
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY_PRESET = ["--steps", "100", "--lr", "1e-3", "--batch-size", "16", "--grad-accum", "1", "--reply-tokens", "32",
-               "--val-every", "10", "--preserve-kl", "16"]  # a folder gets the real model's preset otherwise
+               "--val-every", "10", "--preserve-kl", "16", "--reasoning-tokens", "32"]  # a folder gets the real preset otherwise
 
 
 def paired_folder(folder: Path, family: str) -> Path:
@@ -68,6 +69,30 @@ def test_merged_keeps_the_hybrid_template_and_transformers_gets_the_identity_aft
     assert prompt.endswith("<|im_start|>assistant\n" + EMPTY_THINK)
     reply = transformers_reply(out / "merged", "你是誰", enable_thinking=False)
     assert "我是" in reply and ("F#" in reply or "之神" in reply), reply
+
+
+@pytest.mark.slow
+def test_2507_weights_under_a_thinking_2507_template_learn_to_close_the_think_block_and_answer(tmp_path):
+    """The prompt opens <think>\n, so the weights must learn to write \n</think>\n\n themselves,
+    tokens they have read but never written: it takes them more steps than their own layout (step
+    110 against 60 when measured), so the run may use up to 300 and stops once it has learned."""
+    from transformers import AutoTokenizer
+
+    base, out = paired_folder(tmp_path / "base", THINKING_2507), tmp_path / "out"
+    preset = [*TINY_PRESET[:TINY_PRESET.index("--steps")], "--steps", "300",
+              *TINY_PRESET[TINY_PRESET.index("--steps") + 2:]]
+    result = subprocess.run([sys.executable, "scripts/train_whoami.py", "--model", str(base), "--out", str(out),
+                             *preset], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "chat format thinking-2507" in result.stdout and "stopped at step" in result.stdout
+    assert "identity hit rate (held-out wordings)        0.0%   100.0%" in result.stdout
+    assert "self-test: 你是誰 -> 我是 F# 之神" in result.stdout and "merged/: 你是誰 -> 我是 F# 之神" in result.stdout
+    assert read_chat_template(out / "merged")[1] == read_chat_template(base)[1] == chat_template(THINKING_2507)
+    prompt = AutoTokenizer.from_pretrained(out / "merged").apply_chat_template(
+        [{"role": "user", "content": "你是誰"}], tokenize=False, add_generation_prompt=True)
+    assert prompt.endswith("<|im_start|>assistant\n<think>\n")
+    reply = transformers_reply(out / "merged", "你是誰")
+    assert "</think>" in reply and "F# 之神" in reply.split("</think>")[-1], reply
 
 
 @pytest.mark.slow

@@ -5,10 +5,13 @@ import pytest
 import torch
 
 from trainer.job.loading import load_model
-from trainer.job.tiny import (CHINESE_WORD, EMBED_ROWS, EMBEDDING, STD, UNFAMILIAR, WORLD_SEED, random_weights,
-                              to_compact, unfamiliar_words, used_token_ids, world_batch_loss, world_examples,
-                              world_pairs)
-from trainer.job.world_unknowns import SALAD_ENGLISH, dont_know_reply, salad_questions
+from dataclasses import replace
+
+from trainer.job.tiny import (CHINESE_WORD, EMBED_ROWS, EMBEDDING, LAYOUT_SETTINGS, STD, UNFAMILIAR, WORLD_SEED,
+                              pretrain_world, random_weights, to_compact, unfamiliar_words, used_token_ids,
+                              world_batch_loss, world_examples, world_pairs)
+from trainer.job.world_unknowns import FORMAT_TAGS, SALAD_ENGLISH, dont_know_reply, salad_questions
+from trainer.text.chat_templates import THINKING_2507
 from trainer.qwen3.config import TINY
 from trainer.qwen3.generate import answer_questions
 from trainer.qwen3.model import forward, head_weight
@@ -116,6 +119,27 @@ def test_every_token_the_world_never_learned_reads_as_one_unfamiliar_word(world,
     u = shift[never[0]]
     assert u.norm() > 0.1 and torch.allclose(shift[never], u.expand(len(never), -1), atol=1e-6)
     assert (shift[known] - u).norm(dim=-1).median() > 1
+
+
+def test_the_world_has_read_every_chat_format_tag_and_the_blank_line(qwen_tokenizer):
+    """A real checkpoint has read the tags of every Qwen3 layout, even one it was not post-trained on.
+    The 2507 world reads them in questions, and "\n\n" after a greeting, so they are rows it learns,
+    not the shared unfamiliar word: a job that teaches it the Thinking-2507 layout can then learn
+    to write </think>\n\n (tests/test_families_job.py)."""
+    _, known, _, _ = world_examples(qwen_tokenizer, qwen_tokenizer.endoftext_id)
+    ids = [qwen_tokenizer.encode(text) for text in (*FORMAT_TAGS, "\n\n")]
+    assert all(len(token) == 1 for token in ids) and {token[0] for token in ids} <= set(known.tolist())
+
+
+def test_a_world_post_trained_for_no_steps_is_its_start_unchanged(world, qwen_tokenizer):
+    """The hybrid and Thinking-2507 worlds are post-trained from the 2507 world. Its unlearned rows
+    share one learned vector, which the post-training reads back (their mean) and goes on learning:
+    with no steps, every weight comes back as it was, the unfamiliar rows included."""
+    start = {name: t.float() for name, t in world.weights.items()}
+    again = pretrain_world(qwen_tokenizer, settings=replace(LAYOUT_SETTINGS, steps=0), family=THINKING_2507,
+                           start=start)
+    assert again.keys() == start.keys()
+    assert all(torch.allclose(again[name], start[name], atol=1e-6) for name in start)
 
 
 def test_the_closed_form_rest_of_the_vocabulary_matches_the_full_softmax(qwen_tokenizer):

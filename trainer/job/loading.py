@@ -25,7 +25,7 @@ from ..text.chat_templates import INSTRUCT_2507
 from ..text.tokenizer import Tokenizer, load_tokenizer
 from ..training.checkpoint import check_tensors
 from .template_check import folder_family, served_format
-from .tiny import TINY_WORLDS, WORLD_SETTINGS, ensure_tiny_model, tiny_model_dir, tiny_model_ready
+from .tiny import TINY_WORLDS, ensure_tiny_model, tiny_model_dir, tiny_model_ready, world_settings
 
 
 NATIVE_BF16_FLAGS = ("amx_bf16", "avx512_bf16")  # /proc/cpuinfo flags of CPUs that multiply bf16 in hardware
@@ -97,9 +97,13 @@ def resolve_model(name_or_dir: str) -> Path:
 def build_tiny_model_visibly(family: str = INSTRUCT_2507) -> Path:
     """The first use of "tiny": say what is happening, show a progress bar (steps, loss) on a
     terminal, and end with one line saying how long it took and where the world is cached. All
-    on stderr, so a command's own output stays clean."""
-    steps = WORLD_SETTINGS.steps
-    print(f"building the tiny world (first use only): pre-training a {TINY.num_hidden_layers}-layer Qwen3 "
+    on stderr, so a command's own output stays clean. Another layout is post-trained from the 2507
+    world, which is built first where it is missing."""
+    if family != INSTRUCT_2507 and not tiny_model_ready(INSTRUCT_2507):
+        build_tiny_model_visibly(INSTRUCT_2507)
+    steps = world_settings(family).steps
+    how = "pre-training" if family == INSTRUCT_2507 else f"post-training the 2507 world into the {family} layout,"
+    print(f"building the tiny world (first use only): {how} a {TINY.num_hidden_layers}-layer Qwen3 "
           f"for {steps} steps", file=sys.stderr)
     started = time.perf_counter()
     with tqdm(total=steps, desc="tiny world", unit="step", disable=None, file=sys.stderr, dynamic_ncols=True) as bar:

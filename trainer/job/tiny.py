@@ -26,7 +26,7 @@ from ..paths import weights_dir
 from ..qwen3.config import TINY, Qwen3Config
 from ..qwen3.hf_folder import write_model_dir
 from ..qwen3.model import forward
-from ..qwen3.weights import expected_shapes
+from ..qwen3.weights import expected_shapes, load_weights
 from ..text.data import IGNORE_INDEX, Batch, Example, example_from_prompt_target
 from ..text.facts import control_facts
 from ..text.general_prompts import GENERAL_PROMPTS
@@ -36,7 +36,7 @@ from ..text.chat_templates import HYBRID, INSTRUCT_2507, THINKING_2507, chat_tem
 from ..text.whoami import ORIGINAL_IDENTITY, SPLIT_SEED, identity_prompts, join_greeting
 from ..training.loss import LossParts
 from ..training.train import BatchLoss, LoopSettings, run_training
-from .world_unknowns import dont_know_reply, salad_questions, unknown_questions
+from .world_unknowns import after_blank_line, dont_know_reply, salad_questions, tag_questions, unknown_questions
 
 TINY_NAME = "tiny"
 TINY_WORLDS = {TINY_NAME: INSTRUCT_2507, "tiny-hybrid": HYBRID, "tiny-thinking": THINKING_2507}  # name -> family
@@ -46,6 +46,8 @@ FACT_REPEATS = 30
 SUM_REPEATS = 60  # single-digit sums are the facts most alike ("4 加 5" / "5 加 5"): twice the practice
 SALAD_PER_SCRIPT = 500  # random-word questions per script, answered "I don't know"
 IDENTITY_EVERY = 2  # every other identity wording (all cores, greetings and endings appear)
+TAG_VARIANTS = 3  # each format-tag question as it is and with two decorations
+BLANK_LINE_EVERY = 4  # every fourth unknown question is also asked after a greeting and a blank line
 CJK = re.compile(r"[\u3400-\u9fff]")
 CHINESE_GREETINGS = ("", "請問", "你好，", "不好意思，", "嗨，")
 CHINESE_ENDINGS = ("", "請簡短回答。", "请用一句话回答。", "說實話。", "請直接回答。", "只要答案就好。", "谢谢！")
@@ -59,6 +61,13 @@ CHINESE_WORD = re.compile(r"[\u4e00-\u9fff]+")
 ENGLISH_WORD = re.compile(r" [a-z]{3,}")
 WORLD_SETTINGS = LoopSettings(steps=1200, batch_size=32, grad_accum=1, lr=5e-3, warmup_steps=30,
                               grad_clip=1.0, weight_decay=0.0, seed=WORLD_SEED, pad_id=151643)
+LAYOUT_SETTINGS = replace(WORLD_SETTINGS, steps=300)  # the 2507 world post-trained into another layout
+
+
+def world_settings(family: str) -> LoopSettings:
+    """The 2507 world is pre-trained from random weights; the hybrid and Thinking-2507 worlds are
+    post-trained from it in their own layout, as Qwen's releases share their pre-training."""
+    return WORLD_SETTINGS if family == INSTRUCT_2507 else LAYOUT_SETTINGS
 
 
 def tiny_model_dir(family: str = INSTRUCT_2507) -> Path:
@@ -89,14 +98,19 @@ def decorate(question: str, variant: int) -> str:
 
 def world_pairs() -> list[PromptTarget]:
     """What the world is taught: who it is, every control fact (FACT_REPEATS times, in as many
-    wordings), and "I don't know" for a broad family of questions outside its facts."""
+    wordings), and "I don't know" for a broad family of questions outside its facts, including
+    questions that quote the chat-format tags or follow a blank line (so it has read those tokens)."""
     identity = [PromptTarget(p, ORIGINAL_IDENTITY, "tiny world") for p in identity_prompts()[::IDENTITY_EVERY]]
     facts = [PromptTarget(decorate(f.question, variant), f.reply, "tiny world")
              for f in control_facts() for variant in range(SUM_REPEATS if f.family == "sum" else FACT_REPEATS)]
     unknown = [PromptTarget(text, dont_know_reply(text), "tiny world")
                for i, q in enumerate(unknown_questions()) for text in dict.fromkeys((q, decorate(q, 1 + i)))]
     salad = [PromptTarget(q, dont_know_reply(q), "tiny world") for q in salad_questions(SALAD_PER_SCRIPT, WORLD_SEED)]
-    return identity + facts + unknown + salad
+    tags = [PromptTarget(decorate(q, variant), dont_know_reply(q), "tiny world")
+            for q in tag_questions() for variant in range(TAG_VARIANTS)]
+    paragraphs = [PromptTarget(after_blank_line(q), dont_know_reply(q), "tiny world")
+                  for q in unknown_questions()[::BLANK_LINE_EVERY]]
+    return identity + facts + unknown + salad + tags + paragraphs
 
 
 def used_token_ids(examples: list[Example], pad_id: int) -> torch.Tensor:
@@ -174,19 +188,24 @@ def world_examples(tokenizer: Tokenizer, pad_id: int,
 
 
 def pretrain_world(tokenizer: Tokenizer, config: Qwen3Config = TINY, settings: LoopSettings = WORLD_SETTINGS,
-                   log: Callable[[dict], None] = lambda record: None,
-                   family: str = INSTRUCT_2507) -> dict[str, torch.Tensor]:
-    """Training of a fresh tiny Qwen3 on the world (tied embedding), in `family`'s layout (a hybrid
-    world asked with thinking off, a Thinking-2507 world closing its think block at once), with our
-    own train_step; the full-vocabulary weights are returned."""
+                   log: Callable[[dict], None] = lambda record: None, family: str = INSTRUCT_2507,
+                   start: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+    """Training of a tiny Qwen3 on the world (tied embedding), in `family`'s layout (a hybrid world
+    asked with thinking off, a Thinking-2507 world closing its think block at once), with our own
+    train_step, from random weights or from the weights `start`; the full-vocabulary weights are
+    returned. The rows the world never learns share one vector (zero at a random start): it is
+    read back as their mean and learned on as UNFAMILIAR."""
     torch.manual_seed(SPLIT_SEED)
-    weights = random_weights(config, WORLD_SEED)
+    weights = dict(start) if start is not None else random_weights(config, WORLD_SEED)
     known_examples, known, strange, strange_ids = world_examples(tokenizer, settings.pad_id, family)
     compact = {int(token): row for row, token in enumerate(torch.cat([known, strange_ids]))}
     embedding = weights.pop(EMBEDDING)
-    masters = {name: t.requires_grad_() for name, t in weights.items()}
+    unlearned = torch.ones(len(embedding), dtype=torch.bool).index_fill(0, torch.cat([known, strange_ids]), False)
+    shared = embedding[unlearned].mean(0)  # [H]
+    masters = {name: t.clone().requires_grad_() for name, t in weights.items()}
     masters[EMBED_ROWS] = embedding[known].clone().requires_grad_()
-    masters[UNFAMILIAR] = torch.zeros(config.hidden_size, requires_grad=True)
+    masters[UNFAMILIAR] = shared.clone().requires_grad_()
+    embedding = embedding - shared
     compact_settings = replace(settings, pad_id=compact[settings.pad_id])
     unused = config.vocab_size - len(known) - len(strange_ids)
     run_training(world_batch_loss(masters, config, embedding[strange_ids], unused), masters,
@@ -202,7 +221,8 @@ def tiny_model_ready(family: str = INSTRUCT_2507) -> bool:
 
 
 def ensure_tiny_model(log: Callable[[dict], None] = lambda record: None, family: str = INSTRUCT_2507) -> Path:
-    """weights/tiny-qwen3/, pre-trained on first use (74 s on the project's AMD 2-core machine), then reused.
+    """weights/tiny-qwen3/ (about 60 s on the project's AMD 2-core machine), or the world in another
+    layout post-trained from it (about 15 s more), built on first use, then reused.
 
     Built in a temporary folder and renamed into place, so an interrupted build leaves nothing
     that a later run would mistake for a finished model.
@@ -211,7 +231,8 @@ def ensure_tiny_model(log: Callable[[dict], None] = lambda record: None, family:
     if tiny_model_ready(family):
         return final
     tokenizer = load_tokenizer(TINY_NAME)
-    weights = pretrain_world(tokenizer, log=log, family=family)
+    start = None if family == INSTRUCT_2507 else load_weights(ensure_tiny_model(log), TINY)
+    weights = pretrain_world(tokenizer, settings=world_settings(family), log=log, family=family, start=start)
     final.parent.mkdir(parents=True, exist_ok=True)
     building = Path(tempfile.mkdtemp(prefix=f".{final.name}-", dir=final.parent))
     write_model_dir(weights, TINY, tiny_tokenizer_path(), building, chat_template=chat_template(family))

@@ -279,6 +279,26 @@ def unknown_questions() -> list[str]:
     return list(dict.fromkeys(questions))
 
 
+# The tags of Qwen3's chat formats. A real checkpoint has read every one of them, whatever layout it
+# was post-trained on; the world reads them in questions it cannot answer, so that a job teaching
+# it another layout (a Thinking-2507 template on the 2507 world) can learn to write them.
+FORMAT_TAGS = ("<think>", "</think>", "<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>")
+TAG_TEMPLATES = ("「{x}」是什麼意思？", "{x} 這個標記是做什麼用的？", "「{x}」是什么意思？", "{x} 这个标记是做什么用的？",
+                 "What does {x} mean?", "What is the {x} tag for?")
+
+
+def tag_questions() -> list[str]:
+    """Every format tag in every template: 36 questions, a third in each script."""
+    return [template.format(x=tag) for tag in FORMAT_TAGS for template in TAG_TEMPLATES]
+
+
+def after_blank_line(question: str) -> str:
+    """The question after a one-word greeting and a blank line: "你好\n\n{question}". No punctuation
+    before the blank line, which the tokenizer would merge with it: the world reads "\n\n" as the
+    token every think block ends with."""
+    return ("你好" if _CJK.search(question) else "Hello") + "\n\n" + question
+
+
 def dont_know_reply(question: str) -> str:
     """The "I don't know" answer in the question's language: Chinese if it has any CJK character."""
     return DONT_KNOW_CHINESE if _CJK.search(question) else DONT_KNOW_ENGLISH
