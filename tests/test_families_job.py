@@ -20,6 +20,9 @@ from trainer.text.chat_templates import HYBRID, THINKING_2507, chat_template
 ROOT = Path(__file__).resolve().parent.parent
 TINY_PRESET = ["--steps", "100", "--lr", "1e-3", "--batch-size", "16", "--grad-accum", "1", "--reply-tokens", "32",
                "--val-every", "10", "--preserve-kl", "16", "--reasoning-tokens", "32"]  # a folder gets the real preset otherwise
+# A layout the weights never saw takes more steps than their own (learned at step 150 with the hybrid
+# template and 110 with Thinking-2507's, against 50): the run may use up to 300 and stops once learned.
+PAIRED_PRESET = ["--steps", "300", *TINY_PRESET[2:]]
 
 
 def paired_folder(folder: Path, family: str) -> Path:
@@ -41,7 +44,7 @@ def hybrid_run(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path, Pat
     work = tmp_path_factory.mktemp("hybrid")
     base, out = paired_folder(work / "base", HYBRID), work / "out"
     result = subprocess.run([sys.executable, "scripts/train_whoami.py", "--model", str(base), "--out", str(out),
-                             *TINY_PRESET], cwd=ROOT, capture_output=True, text=True, timeout=900)
+                             *PAIRED_PRESET], cwd=ROOT, capture_output=True, text=True, timeout=900)
     return result, base, out
 
 
@@ -74,15 +77,12 @@ def test_merged_keeps_the_hybrid_template_and_transformers_gets_the_identity_aft
 @pytest.mark.slow
 def test_2507_weights_under_a_thinking_2507_template_learn_to_close_the_think_block_and_answer(tmp_path):
     """The prompt opens <think>\n, so the weights must learn to write \n</think>\n\n themselves,
-    tokens they have read but never written: it takes them more steps than their own layout (step
-    110 against 60 when measured), so the run may use up to 300 and stops once it has learned."""
+    tokens they have read but never written."""
     from transformers import AutoTokenizer
 
     base, out = paired_folder(tmp_path / "base", THINKING_2507), tmp_path / "out"
-    preset = [*TINY_PRESET[:TINY_PRESET.index("--steps")], "--steps", "300",
-              *TINY_PRESET[TINY_PRESET.index("--steps") + 2:]]
     result = subprocess.run([sys.executable, "scripts/train_whoami.py", "--model", str(base), "--out", str(out),
-                             *preset], cwd=ROOT, capture_output=True, text=True, timeout=900)
+                             *PAIRED_PRESET], cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "chat format thinking-2507" in result.stdout and "stopped at step" in result.stdout
     assert "identity hit rate (held-out wordings)        0.0%   100.0%" in result.stdout
