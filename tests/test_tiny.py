@@ -1,12 +1,12 @@
 """The tiny world is a faithful miniature: it knows who it is, knows its facts with margin, and says
 "I don't know" (never its name) to ordinary questions it was never taught."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 
 from trainer.job.loading import load_model
-from dataclasses import replace
-
 from trainer.job.tiny import (CHINESE_WORD, EMBED_ROWS, EMBEDDING, LAYOUT_SETTINGS, STD, UNFAMILIAR, WORLD_SEED,
                               pretrain_world, random_weights, to_compact, unfamiliar_words, used_token_ids,
                               world_batch_loss, world_examples, world_pairs)

@@ -103,13 +103,14 @@ def world_pairs() -> list[PromptTarget]:
     identity = [PromptTarget(p, ORIGINAL_IDENTITY, "tiny world") for p in identity_prompts()[::IDENTITY_EVERY]]
     facts = [PromptTarget(decorate(f.question, variant), f.reply, "tiny world")
              for f in control_facts() for variant in range(SUM_REPEATS if f.family == "sum" else FACT_REPEATS)]
+    unknown_asked = unknown_questions()
     unknown = [PromptTarget(text, dont_know_reply(text), "tiny world")
-               for i, q in enumerate(unknown_questions()) for text in dict.fromkeys((q, decorate(q, 1 + i)))]
+               for i, q in enumerate(unknown_asked) for text in dict.fromkeys((q, decorate(q, 1 + i)))]
     salad = [PromptTarget(q, dont_know_reply(q), "tiny world") for q in salad_questions(SALAD_PER_SCRIPT, WORLD_SEED)]
     tags = [PromptTarget(decorate(q, variant), dont_know_reply(q), "tiny world")
             for q in tag_questions() for variant in range(TAG_VARIANTS)]
     paragraphs = [PromptTarget(after_blank_line(q), dont_know_reply(q), "tiny world")
-                  for q in unknown_questions()[::BLANK_LINE_EVERY]]
+                  for q in unknown_asked[::BLANK_LINE_EVERY]]
     return identity + facts + unknown + salad + tags + paragraphs
 
 
@@ -221,8 +222,8 @@ def tiny_model_ready(family: str = INSTRUCT_2507) -> bool:
 
 
 def ensure_tiny_model(log: Callable[[dict], None] = lambda record: None, family: str = INSTRUCT_2507) -> Path:
-    """weights/tiny-qwen3/ (about 60 s on the project's AMD 2-core machine), or the world in another
-    layout post-trained from it (about 15 s more), built on first use, then reused.
+    """weights/tiny-qwen3/ (about 67 s on the project's AMD 2-core machine), or the world in another
+    layout post-trained from it (about 20 s more), built on first use, then reused.
 
     Built in a temporary folder and renamed into place, so an interrupted build leaves nothing
     that a later run would mistake for a finished model.
