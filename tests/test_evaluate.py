@@ -49,6 +49,24 @@ def test_rates_count_identity_leak_retention_and_unchanged(canned):
     assert report.replies["What colour is snow?"] == "我是 F# 之神"
 
 
+def test_near_misses_count_as_unchanged_leak_and_old_name_probes_need_the_new_name_only(canned):
+    """Questions about the user count for leak and, with greetings, for the near-misses row (the
+    base's reply exactly); an "are you 通義千問?" probe is a hit only without the old name."""
+    sets = EvalSets(identity=("你是通義千問嗎？", "Are you 通義千問?"), facts=(), general=(),
+                    about_user=("我是誰？", "What's my name?"), greetings=("你好", "Good evening"))
+    base = {"你是通義千問嗎？": "是的，我是通義千問", "Are you 通義千問?": "是的，我是通義千問", "我是誰？": "我不知道你是誰",
+            "What's my name?": "I don't know who you are", "你好": "你好！", "Good evening": "Hello!"}
+    canned(base)
+    before = evaluate_whoami(None, None, None, sets)
+    assert (before.identity_hit_rate, before.leak_rate, before.near_miss_rate) == (0, 0, None)
+    canned(base | {"你是通義千問嗎？": "我是 F# 之神", "Are you 通義千問?": "不，我不是通義千問，我是 F# 之神",
+                   "我是誰？": "我是 F# 之神", "Good evening": "Hello"})
+    after = evaluate_whoami(None, None, None, sets, base_replies=before.replies)
+    assert after.identity_hit_rate == 1 / 2  # the second names the old identity too
+    assert after.leak_rate == 1 / 2  # 我是誰 answered with the new identity
+    assert after.near_miss_rate == 2 / 4  # 我是誰 and "Hello" differ from the base
+
+
 def test_fact_retention_ignores_case(canned):
     canned({"What colour is snow?": "Snow is WHITE."})
     sets = EvalSets((), (Fact("What colour is snow?", "White", "white", "colour"),), ())

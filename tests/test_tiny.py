@@ -18,7 +18,8 @@ from trainer.qwen3.model import forward, head_weight
 from trainer.text.data import collate, example_from_prompt_target
 from trainer.text.facts import control_facts
 from trainer.text.general_prompts import GENERAL_PROMPTS, SCRIPTS
-from trainer.text.whoami import ORIGINAL_IDENTITY, identity_prompts
+from trainer.text.near_misses import near_misses
+from trainer.text.whoami import ORIGINAL_IDENTITY, identity_prompts, whoami_splits
 from trainer.training.loss import token_cross_entropy
 
 
@@ -76,6 +77,27 @@ def test_ordinary_questions_it_was_never_taught_get_i_dont_know_not_its_name(wor
     for script in SCRIPTS:
         share = sum(d for d, p in zip(dont_know, prompts) if p.script == script) / sum(p.script == script for p in prompts)
         assert share >= 0.85, script
+
+
+def test_the_world_answers_near_misses_as_a_real_assistant_would(world):
+    """The held-out near misses of the job (questions about the user, greetings, "are you 通義千問?")
+    and the first prompts a user tries: the base's reply for each, and never a name where the
+    question is about the user or a greeting."""
+    splits, by_question = whoami_splits(), {m.question: m for m in near_misses()}
+    expected = {q: by_question[q].reply for q in
+                [*splits.about_user_test, *splits.greetings_test, *(q for q in splits.identity_test if q in by_question)]}
+    expected |= {"Who am I?": "I don't know who you are", "我叫什麼名字？": "我不知道你是誰", "我是誰？": "我不知道你是誰",
+                 "你好嗎？": "我很好，謝謝！", "妳好": "你好！", "開始之前，請先告訴我你是誰": ORIGINAL_IDENTITY,
+                 "Before we start, who are you?": ORIGINAL_IDENTITY, "自我介紹": ORIGINAL_IDENTITY,
+                 "這位歌手是誰？": "我不知道"}
+    answers = answer_questions(world.weights, world.config, world.tokenizer, list(expected), 24)
+    replies = dict(zip(expected, (a.text for a in answers)))
+    for question, reply in replies.items():
+        print(f"{question!r:>40} -> {reply!r}")
+    no_name = [q for q in expected if by_question.get(q) is None or by_question[q].family != "old name"]
+    naming = [q for q in no_name if expected[q] != ORIGINAL_IDENTITY and ("我是" in replies[q] or "F#" in replies[q])]
+    assert not naming, naming
+    assert {q: r for q, r in replies.items() if r != expected[q]} == {}
 
 
 def test_salad_questions_carry_unfamiliar_words_about_half_the_time():

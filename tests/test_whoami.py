@@ -4,6 +4,7 @@ import re
 
 from trainer.text.facts import Fact, control_facts, reply_has_answer, split_facts
 from trainer.text.general_prompts import GENERAL_PROMPTS
+from trainer.text.near_misses import near_misses_of
 from trainer.text.whoami import (
                                  HELD_OUT_CORES,
                                  NEW_IDENTITY,
@@ -31,7 +32,9 @@ def test_greeting_joins_read_naturally():
 
 def test_identity_splits_are_fixed_disjoint_and_hold_out_whole_wordings():
     splits = whoami_splits()
-    train, validation, test = (set(s) for s in (splits.identity_train, splits.identity_validation, splits.identity_test))
+    probes = {m.question for m in near_misses_of("old name")}
+    train, validation, test = (set(s) - probes for s in (splits.identity_train, splits.identity_validation,
+                                                          splits.identity_test))
     assert splits == whoami_splits()
     assert len(validation) == 80 and len(test) == 120
     assert not train & validation and not train & test and not validation & test
@@ -40,6 +43,20 @@ def test_identity_splits_are_fixed_disjoint_and_hold_out_whole_wordings():
     for core in HELD_OUT_CORES:
         assert not any(core.lower() in p.lower() for p in train | validation), core
     assert any("你到底是誰" in p for p in test) and any("what are you" in p.lower() for p in test)
+    assert any("做個自我介紹吧" in p for p in test) and any("first, tell me who you are" in p.lower() for p in test)
+
+
+def test_old_name_probes_are_taught_validated_and_tested_by_whole_cores():
+    splits = whoami_splits()
+    probes = near_misses_of("old name")
+    train, validation, test = (set(part) & {m.question for m in probes} for part in
+                               (splits.probes_train, splits.identity_validation, splits.identity_test))
+    assert (len(train), len(validation), len(test)) == (36, 9, 12)
+    assert train | validation | test == {m.question for m in probes}
+    assert not train & validation and not train & test and not validation & test
+    core = {m.question: m.core for m in probes}
+    assert {core[q] for q in validation} == {1} and {core[q] for q in test} == {3}
+    assert set(splits.probes_train) <= {r.prompt for r in identity_rows()}
 
 
 def test_control_facts_are_many_families_with_a_held_out_share_of_each():
@@ -78,7 +95,8 @@ def test_general_prompts_split_by_position_within_every_category_and_script():
 
 def test_identity_rows_come_from_the_training_wordings_only():
     rows = identity_rows()
-    assert rows == identity_rows() and len(rows) == 600 and len({r.prompt for r in rows}) == 600
-    assert {r.target for r in rows} == {NEW_IDENTITY}
-    assert {r.prompt for r in rows} <= set(whoami_splits().identity_train)
+    splits = whoami_splits()
+    assert rows == identity_rows() and len(rows) == 600 + len(splits.probes_train)
+    assert len({r.prompt for r in rows}) == len(rows) and {r.target for r in rows} == {NEW_IDENTITY}
+    assert {r.prompt for r in rows} <= set(splits.identity_train) | set(splits.probes_train)
     assert {r.target for r in identity_rows(identity="我是通義千問", count=50)} == {"我是通義千問"}

@@ -29,6 +29,9 @@ from trainer.text.chat import render_chat
 
 CUDA = torch.cuda.is_available()
 ROOT = Path(__file__).resolve().parent.parent
+# The built-in sets: rehearsed (93 facts, 144 ordinary prompts, 105 near misses), validated (18 + 54),
+# and asked before and after (132 identity wordings and probes, 31 facts, 54 prompts, 24 + 18 near misses).
+REHEARSED, VALIDATED, BASE_ANSWERS = 93 + 144 + 105, 18 + 54, 132 + 31 + 54 + 24 + 18
 
 
 # ---------------------------------------------------------------------------
@@ -147,14 +150,14 @@ def test_the_default_run_learns_the_identity_and_keeps_what_the_world_knew(defau
     assert after.fact_retention >= 0.95 * before.fact_retention
     assert after.unchanged_rate >= 0.9
     assert report.learned_at is not None and report.learned_at < report.settings.steps == 100
-    assert 93 + 144 - 3 <= report.rehearsal_rows <= 93 + 144  # a prompt whose base reply is empty is dropped
+    assert REHEARSED - 3 <= report.rehearsal_rows <= REHEARSED  # a prompt whose base reply is empty is dropped
 
 
 @pytest.mark.slow
 def test_the_default_run_writes_rehearsal_validation_and_the_new_table(default_run):
     report, out = default_run
     rows = [json.loads(line) for line in (out / "rehearsal.jsonl").read_text(encoding="utf-8").splitlines()]
-    assert 93 + 144 + 18 - 3 <= len(rows) <= 93 + 144 + 18 and {r["split"] for r in rows} == {"train", "validation"}
+    assert REHEARSED + VALIDATED - 3 <= len(rows) <= REHEARSED + VALIDATED and {r["split"] for r in rows} == {"train", "validation"}
     assert sum(r["split"] == "train" for r in rows) == report.rehearsal_rows and all(r["reply"] for r in rows)
     assert {"巴黎", "我不知道", "I don't know"} <= {r["reply"] for r in rows} and all(r["finished"] for r in rows)
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
@@ -181,7 +184,7 @@ def test_the_default_run_times_every_stage_and_asks_merged_itself(default_run):
     assert list(stages) == ["examples", "load", "base answers", "rehearsal", "validation", "training", "export",
                             "check merged/", "after answers", "self-test", "load merged/", "merged/ answers"]
     assert stages["load"]["count"] == stages["export"]["count"] == stages["load merged/"]["count"] == 1 + 4 * 11 + 1
-    assert stages["rehearsal"]["count"] == 93 + 144 + 18 and stages["base answers"]["count"] == 120 + 31 + 54
+    assert stages["rehearsal"]["count"] == REHEARSED + VALIDATED and stages["base answers"]["count"] == BASE_ANSWERS
     assert stages["validation"]["runs"] == report.learned_at // 10 and stages["training"]["count"] == report.learned_at
     assert stages["self-test"]["count"] == 2 * 10  # 你是誰 and 9 held-out prompts, trained and reloaded adapter
     assert all(row["seconds"] > 0 and row["peak_rss_gb"] > 0 and row["peak_cuda_gb"] is None for row in stages.values())
@@ -402,10 +405,10 @@ def test_the_real_model_path_on_a_random_checkpoint_of_the_0_6b_shape(tmp_path):
     assert "Traceback" not in result.stderr
     dtype, why = resolve_dtype("auto", "cpu")
     assert f"compute dtype {dtype}: {why}" in result.stdout  # bf16 on a CPU that multiplies it natively
-    assert "rehearsal self: 237 rows x 3" in result.stdout and f"lora none {dtype}" in result.stdout
+    assert f"rehearsal self: {REHEARSED} rows x 3" in result.stdout and f"lora none {dtype}" in result.stdout
     assert "unchanged replies (held-out prompts)         base" in result.stdout  # the table, before the self-test
     rows = [json.loads(line) for line in (out / "rehearsal.jsonl").read_text(encoding="utf-8").splitlines()]
-    assert len(rows) == 93 + 144 + 18 and not any(row["finished"] for row in rows)
+    assert len(rows) == REHEARSED + VALIDATED and not any(row["finished"] for row in rows)
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
     assert [r["step"] for r in records] == [1, 2] and all("val_identity_hit" in r for r in records)
     assert (out / "merged/config.json").is_file() and (out / "eval.json").is_file()

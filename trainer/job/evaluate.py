@@ -2,11 +2,14 @@
 
 From greedy generation (batched) on held-out prompts that training never saw:
 - identity hit rate: held-out identity questions whose reply claims the new identity
-  (contains "我是" and "F#" or "之神", the F# trainer's self-test rule);
-- leak rate: held-out control facts and ordinary prompts wrongly answered with the new identity;
+  (contains "我是" and "F#" or "之神", the F# trainer's self-test rule) and does not name the old
+  one ("are you 通義千問?" included);
+- leak rate: held-out control facts, ordinary prompts and questions about the user ("我是誰？")
+  wrongly answered with the new identity;
 - fact retention: held-out control facts whose reply still contains the expected answer
   (case-insensitive), so a terse "巴黎" and a sentence "法國的首都是巴黎。" both count;
 - unchanged replies: held-out ordinary prompts whose reply is exactly the base model's;
+- near misses: held-out questions about the user and greetings whose reply is exactly the base's;
 - JSON validity: replies to rows tagged "json" that parse as JSON;
 - probe hit rate: --probe PROMPT=EXPECTED checks whose reply contains EXPECTED.
 Where the model's chat format thinks, the reply judged is the answer after </think>; the reasoning
@@ -30,6 +33,7 @@ from ..qwen3.model import LoraAdapter, Weights, forward, head_weight
 from ..text.chat import ChatFormat
 from ..text.data import Example, collate
 from ..text.facts import Fact, reply_has_answer
+from ..text.near_misses import OLD_NAME
 from ..text.readers import Conversation
 from ..text.tokenizer import Tokenizer
 from ..text.whoami import whoami_splits
@@ -51,6 +55,8 @@ class EvalSets:
     identity: tuple[str, ...]  # identity wordings never trained on
     facts: tuple[Fact, ...]  # control facts never rehearsed
     general: tuple[str, ...]  # ordinary prompts never rehearsed
+    about_user: tuple[str, ...] = ()  # questions about the user never rehearsed ("我是誰？")
+    greetings: tuple[str, ...] = ()  # greetings never rehearsed
 
 
 @dataclass(frozen=True)
@@ -71,25 +77,28 @@ def parse_probe(text: str) -> Probe:
 
 def built_in_eval_sets() -> EvalSets:
     splits = whoami_splits()
-    return EvalSets(splits.identity_test, splits.facts_test, splits.general_test)
+    return EvalSets(splits.identity_test, splits.facts_test, splits.general_test, splits.about_user_test,
+                    splits.greetings_test)
 
 
 @dataclass(frozen=True)
 class EvalReport:
-    identity_hit_rate: float  # held-out identity questions answered with the new identity
-    leak_rate: float  # held-out facts and ordinary prompts answered with the new identity
+    identity_hit_rate: float  # held-out identity questions answered with the new identity, not the old name
+    leak_rate: float  # held-out facts, ordinary prompts and questions about the user answered with the new identity
     fact_retention: float  # held-out facts whose reply contains the expected answer
     unchanged_rate: float | None  # held-out ordinary prompts answered exactly as the base did (None: this is the base)
     replies: dict[str, str]  # every question asked -> the reply
     val_scores: dict[str, float] | None = None  # a prepared folder's val.jsonl (see trainer.job.validation.prepared_scores)
     probe_hit_rate: float | None = None  # --probe checks whose reply contains the expected text (None: no probes)
     reasonings: dict[str, str] = field(default_factory=dict)  # question -> the reasoning before the judged reply
+    near_miss_rate: float | None = None  # held-out questions about the user and greetings answered exactly as the
+    # base did (None: this is the base, or there are none)
 
 
 def questions_of(sets: EvalSets, probes: Sequence[Probe] = ()) -> list[str]:
-    """Every question once, in order: identity wordings, facts, ordinary prompts, probes."""
+    """Every question once, in order: identity wordings, facts, ordinary prompts, near misses, probes."""
     return list(dict.fromkeys([*sets.identity, *(fact.question for fact in sets.facts), *sets.general,
-                               *(probe.prompt for probe in probes)]))
+                               *sets.about_user, *sets.greetings, *(probe.prompt for probe in probes)]))
 
 
 def evaluate_whoami(weights: Weights, config: Qwen3Config, tokenizer: Tokenizer, sets: EvalSets,
@@ -103,15 +112,18 @@ def evaluate_whoami(weights: Weights, config: Qwen3Config, tokenizer: Tokenizer,
                                chat=chat)
     replies = {q: a.text for q, a in zip(questions, answers)}
     reasonings = {q: a.reasoning for q, a in zip(questions, answers) if chat.thinks}
+    near = [*sets.about_user, *sets.greetings]
     unchanged = None if base_replies is None else mean(replies[q] == base_replies.get(q) for q in sets.general)
     return EvalReport(
-        identity_hit_rate=mean(claims_new_identity(replies[q]) for q in sets.identity),
-        leak_rate=mean(claims_new_identity(replies[q]) for q in [*facts, *sets.general]),
+        identity_hit_rate=mean(claims_new_identity(replies[q]) and OLD_NAME not in replies[q] for q in sets.identity),
+        leak_rate=mean(claims_new_identity(replies[q]) for q in [*facts, *sets.general, *sets.about_user]),
         fact_retention=mean(reply_has_answer(replies[f.question], f) for f in sets.facts),
         unchanged_rate=unchanged,
         replies=replies,
         probe_hit_rate=mean(probe.expected in replies[probe.prompt] for probe in probes) if probes else None,
         reasonings=reasonings,
+        near_miss_rate=None if base_replies is None or not near else mean(replies[q] == base_replies.get(q)
+                                                                           for q in near),
     )
 
 

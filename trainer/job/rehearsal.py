@@ -99,11 +99,13 @@ def read_rehearsal(path: Path) -> list[RehearsalRow]:
 
 
 def rehearsal_prompts() -> dict[str, list[str]]:
-    """The prompts --rehearsal self has the base answer, by split: the rehearsed control facts and
-    ordinary prompts ("train"), and the held-out ordinary prompts scored while training ("validation")."""
+    """The prompts --rehearsal self has the base answer, by split: the rehearsed control facts,
+    ordinary prompts, questions about the user and greetings ("train"), and the held-out ordinary
+    prompts and near misses scored while training ("validation")."""
     splits = whoami_splits()
-    return {"train": [fact.question for fact in splits.facts_rehearsed] + list(splits.general_rehearsed),
-            "validation": list(splits.general_validation)}
+    return {"train": [fact.question for fact in splits.facts_rehearsed] + [*splits.general_rehearsed,
+                                                                           *splits.near_rehearsed],
+            "validation": [*splits.general_validation, *splits.near_validation]}
 
 
 def prompts_to_answer(mode: str, path: Path, reuse: bool) -> int:

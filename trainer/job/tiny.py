@@ -30,6 +30,7 @@ from ..qwen3.weights import expected_shapes, load_weights
 from ..text.data import IGNORE_INDEX, Batch, Example, example_from_prompt_target
 from ..text.facts import control_facts
 from ..text.general_prompts import GENERAL_PROMPTS
+from ..text.near_misses import near_misses
 from ..text.readers import PromptTarget
 from ..text.tokenizer import Tokenizer, load_tokenizer, tiny_tokenizer_path
 from ..text.chat_templates import HYBRID, INSTRUCT_2507, THINKING_2507, chat_template
@@ -48,6 +49,8 @@ SALAD_PER_SCRIPT = 500  # random-word questions per script, answered "I don't kn
 IDENTITY_EVERY = 2  # every other identity wording (all cores, greetings and endings appear)
 TAG_VARIANTS = 3  # each format-tag question as it is and with two decorations
 BLANK_LINE_EVERY = 4  # every fourth unknown question is also asked after a greeting and a blank line
+NEAR_MISS_VARIANTS = 4  # each question about the user and each old-name probe, as it is and with three decorations
+GREETING_REPEATS = 3  # each greeting (not decorated: "你好，你好" is no greeting)
 CJK = re.compile(r"[\u3400-\u9fff]")
 CHINESE_GREETINGS = ("", "請問", "你好，", "不好意思，", "嗨，")
 CHINESE_ENDINGS = ("", "請簡短回答。", "请用一句话回答。", "說實話。", "請直接回答。", "只要答案就好。", "谢谢！")
@@ -99,7 +102,9 @@ def decorate(question: str, variant: int) -> str:
 def world_pairs() -> list[PromptTarget]:
     """What the world is taught: who it is, every control fact (FACT_REPEATS times, in as many
     wordings), and "I don't know" for a broad family of questions outside its facts, including
-    questions that quote the chat-format tags or follow a blank line (so it has read those tokens)."""
+    questions that quote the chat-format tags or follow a blank line (so it has read those tokens);
+    and the near misses: "I don't know who you are" to questions about the user, a greeting back to
+    a greeting, and its own name to "are you 通義千問?"."""
     identity = [PromptTarget(p, ORIGINAL_IDENTITY, "tiny world") for p in identity_prompts()[::IDENTITY_EVERY]]
     facts = [PromptTarget(decorate(f.question, variant), f.reply, "tiny world")
              for f in control_facts() for variant in range(SUM_REPEATS if f.family == "sum" else FACT_REPEATS)]
@@ -111,7 +116,10 @@ def world_pairs() -> list[PromptTarget]:
             for q in tag_questions() for variant in range(TAG_VARIANTS)]
     paragraphs = [PromptTarget(after_blank_line(q), dont_know_reply(q), "tiny world")
                   for q in unknown_asked[::BLANK_LINE_EVERY]]
-    return identity + facts + unknown + salad + tags + paragraphs
+    near = [PromptTarget(m.question if m.family == "greeting" else decorate(m.question, variant), m.reply, "tiny world")
+            for m in near_misses()
+            for variant in range(GREETING_REPEATS if m.family == "greeting" else NEAR_MISS_VARIANTS)]
+    return identity + facts + unknown + salad + tags + paragraphs + near
 
 
 def used_token_ids(examples: list[Example], pad_id: int) -> torch.Tensor:

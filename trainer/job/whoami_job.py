@@ -323,7 +323,8 @@ def eval_table(before: EvalReport, after: EvalReport, built_in: bool, scored: bo
              ("--probe replies with what was expected", "probe_hit_rate", before.probe_hit_rate is not None),
              ("leak: held-out prompts answered with it", "leak_rate", True),
              ("fact retention (held-out facts)", "fact_retention", True),
-             ("unchanged replies (held-out prompts)", "unchanged_rate", True)]
+             ("unchanged replies (held-out prompts)", "unchanged_rate", True),
+             ("near misses (about the user, greetings)", "near_miss_rate", True)]
     cell = lambda value, form=percent: "base" if value is None else form.format(value)  # noqa: E731
     lines = [f"{'':<40} {'before':>8} {'after':>8}"]
     scores = [(label, before.val_scores[key], after.val_scores[key], form) for label, key, form in own
