@@ -74,7 +74,7 @@ class WhoAmISettings:
 
 # Presets for what the user left at None: the tiny world learns fast, the real model follows the SFT guide.
 PRESETS = {
-    "tiny": {"steps": 100, "lr": 1e-3, "batch_size": 16, "grad_accum": 1, "reply_tokens": 32, "val_every": 10,
+    "tiny": {"steps": 300, "lr": 1e-3, "batch_size": 16, "grad_accum": 1, "reply_tokens": 32, "val_every": 10,
              "preserve_kl": 16.0, "reasoning_tokens": 32},
     "real": {"steps": 150, "lr": 2e-4, "batch_size": 8, "grad_accum": 2, "reply_tokens": 128, "val_every": 10,
              "preserve_kl": 1.0, "reasoning_tokens": 1024},
