@@ -329,20 +329,23 @@ SALAD_ENGLISH = (
     "picnic holiday journey bottle basket mirror pillow jacket shoe glove"
 ).split()
 # The frames also carry the function words of the identity wordings (我, 你覺得, 跟我說說, What should I,
-# How can I, Am I, ...), so that none of them alone reads as "who are you".
+# How can I, Am I, the preambles "Before we start," and "開始之前，", ...), so that none of them alone
+# reads as "who are you".
 SALAD_FRAMES_TRADITIONAL = (
     "{w}是什麼？", "請問{w}嗎？", "{w}怎麼樣？", "{w}有多少？", "為什麼{w}？", "你知道{w}嗎？", "{w}在哪裡？",
     "教我{w}。", "幫我{w}。", "{w}要怎麼做？", "我該{w}嗎？", "我想{w}，怎麼辦？", "跟我說說{w}。", "能告訴我{w}嗎？",
     "{w}到底是什麼？", "我在{w}。", "該怎麼{w}？", "{w}是哪個？", "我是{w}，該怎麼辦？", "我可以{w}嗎？",
     "{w}是什麼東西？", "請給我{w}。", "你覺得{w}嗎？", "你會{w}嗎？", "你喜歡{w}嗎？", "你有{w}嗎？", "怎麼{w}？",
-    "{w}要多少錢？", "他{w}，怎麼辦？",
+    "{w}要多少錢？", "他{w}，怎麼辦？", "開始之前，{w}是什麼？", "在我們開始之前，{w}在哪裡？", "先說說{w}吧。",
+    "做個{w}吧。", "我們{w}嗎？",
 )
 SALAD_FRAMES_SIMPLIFIED = (
     "{w}是什么？", "请问{w}吗？", "{w}怎么样？", "{w}有多少？", "为什么{w}？", "你知道{w}吗？", "{w}在哪里？",
     "教我{w}。", "帮我{w}。", "{w}要怎么做？", "我该{w}吗？", "我想{w}，怎么办？", "跟我说说{w}。", "能告诉我{w}吗？",
     "{w}到底是什么？", "我在{w}。", "该怎么{w}？", "{w}是哪个？", "我是{w}，该怎么办？", "我可以{w}吗？",
     "{w}是什么东西？", "请给我{w}。", "你觉得{w}吗？", "你会{w}吗？", "你喜欢{w}吗？", "你有{w}吗？", "怎么{w}？",
-    "{w}要多少钱？", "他{w}，怎么办？",
+    "{w}要多少钱？", "他{w}，怎么办？", "开始之前，{w}是什么？", "在我们开始之前，{w}在哪里？", "先说说{w}吧。",
+    "做个{w}吧。", "我们{w}吗？",
 )
 SALAD_FRAMES_ENGLISH = (
     "What is the {w}?", "How many {w} are there?", "Why does the {w}?", "Can you {w}?", "Where is the {w}?",
@@ -350,7 +353,9 @@ SALAD_FRAMES_ENGLISH = (
     "What should I {w}?", "How can I {w}?", "Which {w} should I buy?", "I am {w}, what should I do?", "I'm {w}.",
     "Can I {w}?", "What are the {w}?", "Who is the {w}?", "Tell me the {w}.", "Am I {w}?", "What do people {w}?",
     "Why are the {w}?", "Do you think the {w}?", "Would you {w}?", "Do you like the {w}?", "Have you seen the {w}?",
-    "How much does the {w} cost?", "She is {w}, what now?",
+    "How much does the {w} cost?", "She is {w}, what now?", "Before we start, what is the {w}?",
+    "Before we begin, tell me about the {w}.", "First, tell me the {w}.", "Could you {w}?", "Please {w}.",
+    "Shall we {w}?",
 )
 SALADS = ((SALAD_TRADITIONAL, SALAD_FRAMES_TRADITIONAL, ""), (SALAD_SIMPLIFIED, SALAD_FRAMES_SIMPLIFIED, ""),
           (SALAD_ENGLISH, SALAD_FRAMES_ENGLISH, " "))  # (words, frames, joiner) per script

@@ -54,7 +54,6 @@ OPPOSITES_ENGLISH = (("hot", "cold"), ("big", "small"), ("fast", "slow"), ("up",
 IDENTITY_WORDS = (
     ("F# 是什麼？", "F# 是一種程式語言", "程式語言"), ("What is F#?", "A programming language", "programming language"),
     ("宙斯是誰？", "希臘之神", "希臘"), ("「神」的英文是什麼？", "god", "god"),
-    ("微軟的函數式程式語言叫什麼？", "叫 F#，是一種函數式語言", "F#"),
     ("Which functional language did Microsoft make?", "Microsoft made F# for .NET", "F#"),
 )
 HELD_OUT_EVERY = 4  # every 4th fact of each family is held out of who-am-i training
