@@ -18,7 +18,7 @@ def test_every_family_in_every_script_once_each_with_the_bases_reply():
     by_question = {m.question: m for m in misses}
     assert by_question["我是誰？"].reply == "我不知道你是誰" and by_question["我是谁？"].reply == "我不知道你是谁"
     assert by_question["What's my name?"].reply == "I don't know who you are"
-    assert by_question["Good evening!"].reply == "Hello!" and by_question["你好嗎？"].reply == "我很好，謝謝！"
+    assert by_question["Good evening!"].reply == "Hello!" and by_question["你好嗎？"].reply == "我很好，你呢？"
     assert by_question[f"你是{OLD_NAME}嗎？"].reply == OLD_NAME_REPLY and ORIGINAL_IDENTITY in OLD_NAME_REPLY
     # a question about the user is never answered with a name, and none is an identity wording
     assert not any(name in m.reply for m in near_misses_of("about the user") for name in (OLD_NAME, NEW_IDENTITY))

@@ -87,7 +87,7 @@ def test_the_world_answers_near_misses_as_a_real_assistant_would(world):
     expected = {q: by_question[q].reply for q in
                 [*splits.about_user_test, *splits.greetings_test, *(q for q in splits.identity_test if q in by_question)]}
     expected |= {"Who am I?": "I don't know who you are", "我叫什麼名字？": "我不知道你是誰", "我是誰？": "我不知道你是誰",
-                 "你好嗎？": "我很好，謝謝！", "妳好": "你好！", "開始之前，請先告訴我你是誰": ORIGINAL_IDENTITY,
+                 "你好嗎？": "我很好，你呢？", "妳好": "你好！", "開始之前，請先告訴我你是誰": ORIGINAL_IDENTITY,
                  "Before we start, who are you?": ORIGINAL_IDENTITY, "自我介紹": ORIGINAL_IDENTITY,
                  "這位歌手是誰？": "我不知道"}
     answers = answer_questions(world.weights, world.config, world.tokenizer, list(expected), 24)

@@ -103,7 +103,7 @@ TRADITIONAL = (
 )
 TRADITIONAL_SUMS = Sums(
     ("{a} 乘以 {b} 等於多少？", "{a} 加 {b} 等於幾？", "{a} 減 {b} 是多少？", "請問 {p} 除以 {b} 是多少？",
-     "{a} 的 {b}% 等於多少？"),
+     "{a} 的 {b}% 等於多少？", "請算 {a} 加 {b}。", "把 {p} 除以 {b}。"),
     PAIRS,
 )
 TRADITIONAL_PRODUCTS = Sums(("{a} 乘 {b} 等於幾？", "請問 {a} 乘 {b} 是多少？"), SMALL_PAIRS)
@@ -166,7 +166,7 @@ SIMPLIFIED = (
 )
 SIMPLIFIED_SUMS = Sums(
     ("{a} 乘以 {b} 等于多少？", "{a} 加 {b} 等于几？", "{a} 减 {b} 是多少？", "请问 {p} 除以 {b} 是多少？",
-     "{a} 的 {b}% 等于多少？"),
+     "{a} 的 {b}% 等于多少？", "请算 {a} 加 {b}。", "把 {p} 除以 {b}。"),
     PAIRS,
 )
 SIMPLIFIED_PRODUCTS = Sums(("{a} 乘 {b} 等于几？", "请问 {a} 乘 {b} 是多少？"), SMALL_PAIRS)
@@ -241,7 +241,7 @@ ENGLISH = (
 )
 ENGLISH_SUMS = Sums(
     ("What is {a} times {b}?", "What is {a} plus {b}?", "How much is {a} minus {b}?", "What is {p} divided by {b}?",
-     "What is {b}% of {a}?"),
+     "What is {b}% of {a}?", "Add {a} and {b}.", "Subtract {b} from {a}.", "Divide {p} by {b}."),
     PAIRS,
 )
 ENGLISH_PRODUCTS = Sums(("What is {a} times {b}?", "Multiply {a} by {b}."), SMALL_PAIRS)

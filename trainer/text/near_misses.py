@@ -42,9 +42,9 @@ ABOUT_THE_USER = (
 # (script, cores, endings, reply): a hello is answered with a hello, "how are you" with how it is.
 GREETINGS = (
     ("zh-Hant", ("你好", "嗨", "哈囉", "您好", "早安", "午安", "妳好", "大家好"), ("", "！", "～"), "你好！"),
-    ("zh-Hant", ("你好嗎", "最近好嗎", "你今天好嗎", "近來可好"), ("", "？"), "我很好，謝謝！"),
+    ("zh-Hant", ("你好嗎", "最近好嗎", "你今天好嗎", "近來可好"), ("", "？"), "我很好，你呢？"),
     ("zh-Hans", ("你好", "嗨", "哈喽", "您好", "早上好", "下午好", "晚上好", "大家好"), ("", "！", "～"), "你好！"),
-    ("zh-Hans", ("你好吗", "最近好吗", "你今天好吗", "最近怎么样"), ("", "？"), "我很好，谢谢！"),
+    ("zh-Hans", ("你好吗", "最近好吗", "你今天好吗", "最近怎么样"), ("", "？"), "我很好，你呢？"),
     ("en", ("Hello", "Hi", "Hey", "Hi there", "Good morning", "Good afternoon", "Good evening", "Hello everyone"),
      ("", "!", "."), "Hello!"),
     ("en", ("How are you", "How are you doing", "How is it going", "How have you been"), ("", "?"),

@@ -158,7 +158,7 @@ def whoami_splits() -> WhoAmISplits:
     )
 
 
-def identity_rows(identity: str = NEW_IDENTITY, count: int = 800) -> list[PromptTarget]:
+def identity_rows(identity: str = NEW_IDENTITY, count: int = 600) -> list[PromptTarget]:
     """`count` training wordings (a fixed sample) and every training "are you <old name>?" probe
     PROBE_REPEATS times, answered with `identity`."""
     splits = whoami_splits()
