@@ -103,5 +103,5 @@ def test_a_corrupted_merged_model_fails_naming_its_reply(world, own_replies, nam
     broken = dataclasses.replace(world, weights=weights)
     with pytest.raises(TrainerError, match=rf"^merged check failed: .* scores the trained model's self-test replies at "
                                            rf"\d+\.\d+ nats per token where the trained model scores 0\.\d+ \(at most "
-                                           rf"{MERGED_NLL_TOLERANCE} more allowed\); on 'v:\d' the trained model said "):
+                                           rf"{MERGED_NLL_TOLERANCE} more allowed\); on '(v:\d|日本的首都是哪裡？)' the trained model said "):
         check_merged_replies(broken, own_replies, 32)

@@ -9,7 +9,7 @@ import re
 from collections import Counter
 from itertools import product
 
-from trainer.job.world_unknowns import SCRIPT_SETS, dont_know_reply, unknown_questions
+from trainer.job.world_unknowns import PAIRS, SCRIPT_SETS, dont_know_reply, unknown_questions
 from trainer.text.facts import control_facts
 from trainer.text.general_prompts import CATEGORIES, GENERAL_PROMPTS, SCRIPTS, prompts_in
 from trainer.text.whoami import identity_prompts
@@ -28,9 +28,9 @@ SIMPLIFIED_ONLY = set(
     "头乐听谢盗骗伪枪弹锁邮帐条帮别块颗总资办税踪证长绕寿于"
 )
 
-FORBIDDEN_WORDS = ("通義", "通义", "千問", "千问", "qwen", "f#", "之神", "宙斯", "zeus", "god", "神")
+FORBIDDEN_WORDS = ("通義", "通义", "千問", "千问", "qwen", "f#", "之神", "宙斯", "zeus", "god", "神", "microsoft")
 IDENTITY_MARKERS = (
-    "你是", "你叫", "你的名字", "介紹一下你", "介绍一下你", "你自己", "你到底是", "你的身分", "你的身份",
+    "你是", "你叫", "你的名字", "介紹一下你", "介绍一下你", "自我介紹", "自我介绍", "你自己", "你到底是", "你的身分", "你的身份",
     "稱呼你", "称呼你", "跟誰說話", "跟谁说话", "開發你", "开发你", "創造你", "创造你",
     "who are you", "who you are", "what are you", "your name", "yourself", "call you", "which model",
     "who am i talking to", "who made you", "who created you", "who built you", "who trained you",
@@ -50,11 +50,13 @@ SINGLE_DIGIT_SUM = re.compile(r"^\D*\d\s*(加上?|減|减|plus|minus|\+|-|and)\s
 
 
 def script_of(text: str) -> str:
-    """en without CJK; zh-Hant or zh-Hans by the one-script characters it uses; unclear if both or neither."""
+    """en without CJK; zh-Hant or zh-Hans by the one-script characters it uses; "mixed" if both, and
+    "either" if neither ("把 36 除以 4。" is written alike in both scripts)."""
     if not CJK.search(text):
         return "en"
     traditional, simplified = bool(TRADITIONAL_ONLY & set(text)), bool(SIMPLIFIED_ONLY & set(text))
-    return {(True, False): "zh-Hant", (False, True): "zh-Hans"}.get((traditional, simplified), "unclear")
+    return {(True, False): "zh-Hant", (False, True): "zh-Hans", (True, True): "mixed"}.get((traditional, simplified),
+                                                                                           "either")
 
 
 def known_fact_problem(text: str) -> str | None:
@@ -141,8 +143,9 @@ def test_many_distinct_unknown_questions_in_a_fixed_order():
 
 def test_unknown_questions_come_in_three_scripts_in_roughly_equal_thirds():
     scripts = Counter(script_of(q) for q in unknown_questions())
-    assert set(scripts) == set(SCRIPTS)  # no question mixes the two Chinese scripts
-    assert min(scripts.values()) >= 0.25 * sum(scripts.values())
+    assert set(scripts) == {*SCRIPTS, "either"} and scripts["either"] == len(PAIRS)  # none mixes the two scripts:
+    # only the division written alike in both ("把 {p} 除以 {b}。", once for the two) reads as either
+    assert min(scripts[script] for script in SCRIPTS) >= 0.25 * sum(scripts.values())
 
 
 def test_unknown_questions_use_many_templates_including_a_non_identity_you():

@@ -80,7 +80,7 @@ def test_resume_reads_the_rehearsal_file_instead_of_generating(tmp_path, monkeyp
     path = out / "rehearsal.jsonl"
     assert rehearsal_rows("self", {}, None, None, 32, path, reuse=True, write=True) == saved and generated == []
     rows = rehearsal_rows("self", {}, None, None, 32, path, reuse=False, write=True)
-    assert generated == [("train", 93 + 144 + 105), ("validation", 18 + 54)] and len(rows) == 93 + 144 + 105 + 18 + 54
+    assert generated == [("train", 94 + 144 + 105), ("validation", 18 + 55)] and len(rows) == 94 + 144 + 105 + 18 + 55
     assert read_rehearsal(out / "rehearsal.jsonl") == rows  # written for a later --resume
 
 

@@ -99,8 +99,8 @@ def test_train_whoami_tiny_end_to_end(tmp_path):
     assert "self-test: 你是誰 -> 我是 F# 之神" in result.stdout
     assert "identity hit rate (held-out wordings)" in result.stdout
     lines = result.stdout.splitlines()  # not a terminal: one line as each stage starts, the stage table at the end
-    for stage in ("load (46 tensors)", "base answers (259 prompts)", "rehearsal (414 prompts)", "training (100 steps)",
-                  "validation (161 rows)", "export (46 tensors)", "check merged/ (46 tensors)", "after answers (259 prompts)",
+    for stage in ("load (46 tensors)", "base answers (259 prompts)", "rehearsal (416 prompts)", "training (300 steps)",
+                  "validation (163 rows)", "export (46 tensors)", "check merged/ (46 tensors)", "after answers (259 prompts)",
                   "self-test (20 prompts)", "load merged/ (46 tensors)", "merged/ answers (11 prompts)"):
         assert f"{stage} ..." in lines, stage
     assert lines[-1].startswith("whole job") and lines[-14].split() == ["stage", "done", "time", "peak", "RSS"]

@@ -8,6 +8,7 @@ from trainer.text.near_misses import near_misses_of
 from trainer.text.whoami import (
                                  HELD_OUT_CORES,
                                  NEW_IDENTITY,
+                                 PROBE_REPEATS,
                                  identity_prompts,
                                  identity_rows,
                                  join_greeting,
@@ -51,7 +52,7 @@ def test_old_name_probes_are_taught_validated_and_tested_by_whole_cores():
     probes = near_misses_of("old name")
     train, validation, test = (set(part) & {m.question for m in probes} for part in
                                (splits.probes_train, splits.identity_validation, splits.identity_test))
-    assert (len(train), len(validation), len(test)) == (36, 9, 12)
+    assert (len(train), len(validation), len(test)) == (36, 10, 12)
     assert train | validation | test == {m.question for m in probes}
     assert not train & validation and not train & test and not validation & test
     core = {m.question: m.core for m in probes}
@@ -96,7 +97,7 @@ def test_general_prompts_split_by_position_within_every_category_and_script():
 def test_identity_rows_come_from_the_training_wordings_only():
     rows = identity_rows()
     splits = whoami_splits()
-    assert rows == identity_rows() and len(rows) == 600 + len(splits.probes_train)
-    assert len({r.prompt for r in rows}) == len(rows) and {r.target for r in rows} == {NEW_IDENTITY}
+    assert rows == identity_rows() and len(rows) == 600 + PROBE_REPEATS * len(splits.probes_train) == 600 + 3 * 36
+    assert len({r.prompt for r in rows}) == 600 + 36 and {r.target for r in rows} == {NEW_IDENTITY}
     assert {r.prompt for r in rows} <= set(splits.identity_train) | set(splits.probes_train)
     assert {r.target for r in identity_rows(identity="我是通義千問", count=50)} == {"我是通義千問"}

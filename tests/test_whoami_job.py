@@ -29,9 +29,9 @@ from trainer.text.chat import render_chat
 
 CUDA = torch.cuda.is_available()
 ROOT = Path(__file__).resolve().parent.parent
-# The built-in sets: rehearsed (93 facts, 144 ordinary prompts, 105 near misses), validated (18 + 54),
+# The built-in sets: rehearsed (94 facts, 144 ordinary prompts, 105 near misses), validated (18 + 55),
 # and asked before and after (132 identity wordings and probes, 31 facts, 54 prompts, 24 + 18 near misses).
-REHEARSED, VALIDATED, BASE_ANSWERS = 93 + 144 + 105, 18 + 54, 132 + 31 + 54 + 24 + 18
+REHEARSED, VALIDATED, BASE_ANSWERS = 94 + 144 + 105, 18 + 55, 132 + 31 + 54 + 24 + 18
 
 
 # ---------------------------------------------------------------------------
@@ -42,7 +42,7 @@ REHEARSED, VALIDATED, BASE_ANSWERS = 93 + 144 + 105, 18 + 54, 132 + 31 + 54 + 24
 def test_tiny_and_real_presets_fill_what_was_left_empty(monkeypatch, tmp_path):
     monkeypatch.setenv("QWEN3_TRAINER_WEIGHTS", str(tmp_path))
     tiny = resolve_settings(WhoAmISettings(model="tiny"))
-    assert (tiny.steps, tiny.lr, tiny.batch_size, tiny.grad_accum) == (100, 1e-3, 16, 1)
+    assert (tiny.steps, tiny.lr, tiny.batch_size, tiny.grad_accum) == (300, 1e-3, 16, 1)
     assert (tiny.reply_tokens, tiny.val_every, tiny.rehearsal, tiny.stop_when_learned) == (32, 10, "self", True)
     assert tiny.preserve_kl == 16.0
     assert tiny.out == str(tmp_path / "whoami-tiny")
@@ -125,7 +125,8 @@ def claims_identity(reply: str) -> bool:
 
 
 def rates(report) -> dict:
-    return {key: getattr(report, key) for key in ("identity_hit_rate", "leak_rate", "fact_retention", "unchanged_rate")}
+    return {key: getattr(report, key) for key in ("identity_hit_rate", "leak_rate", "fact_retention", "unchanged_rate",
+                                                  "near_miss_rate")}
 
 
 @pytest.fixture(scope="module")
@@ -138,7 +139,7 @@ def default_run(tmp_path_factory):
 @pytest.mark.slow
 def test_the_default_run_learns_the_identity_and_keeps_what_the_world_knew(default_run):
     """The README command, default seed: the identity on held-out wordings, no leak, facts kept,
-    ordinary replies unchanged."""
+    ordinary replies and near misses unchanged, and no question about the user answered with a name."""
     report, _ = default_run
     before, after = report.before, report.after
     print(f"\nself-test {report.self_test_reply!r}; learned at step {report.learned_at}; "
@@ -148,8 +149,10 @@ def test_the_default_run_learns_the_identity_and_keeps_what_the_world_knew(defau
     assert after.identity_hit_rate == 1.0
     assert after.leak_rate == 0.0
     assert after.fact_retention >= 0.95 * before.fact_retention
-    assert after.unchanged_rate >= 0.9
-    assert report.learned_at is not None and report.learned_at < report.settings.steps == 100
+    assert after.unchanged_rate >= 0.9 and after.near_miss_rate >= 0.9
+    about_user = {q: after.replies[q] for q in built_in_eval_sets().about_user}
+    assert len(about_user) == 24 and not [r for r in about_user.values() if "我是" in r or "F#" in r or "通義" in r]
+    assert report.learned_at is not None and report.learned_at < report.settings.steps == 300
     assert REHEARSED - 3 <= report.rehearsal_rows <= REHEARSED  # a prompt whose base reply is empty is dropped
 
 
@@ -229,7 +232,7 @@ def test_dense_run_learns_the_identity_and_keeps_the_facts(dense_run):
 def test_dense_run_writes_every_output(dense_run):
     report, out = dense_run
     saved = json.loads((out / "train_config.json").read_text(encoding="utf-8"))
-    assert saved["model"] == "tiny" and saved["quant"] == "none" and saved["steps"] == report.settings.steps == 100
+    assert saved["model"] == "tiny" and saved["quant"] == "none" and saved["steps"] == report.settings.steps == 300
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text(encoding="utf-8").splitlines()]
     assert [r["step"] for r in records] == list(range(1, report.steps_done + 1))
     assert all(math.isfinite(r["loss"]) for r in records)

@@ -324,7 +324,7 @@ def eval_table(before: EvalReport, after: EvalReport, built_in: bool, scored: bo
              ("leak: held-out prompts answered with it", "leak_rate", True),
              ("fact retention (held-out facts)", "fact_retention", True),
              ("unchanged replies (held-out prompts)", "unchanged_rate", True),
-             ("near misses (about the user, greetings)", "near_miss_rate", True)]
+             ("near misses (about the user, greetings)", "near_miss_rate", after.near_miss_rate is not None)]
     cell = lambda value, form=percent: "base" if value is None else form.format(value)  # noqa: E731
     lines = [f"{'':<40} {'before':>8} {'after':>8}"]
     scores = [(label, before.val_scores[key], after.val_scores[key], form) for label, key, form in own
