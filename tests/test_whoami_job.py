@@ -173,7 +173,7 @@ def test_the_default_run_writes_rehearsal_validation_and_the_new_table(default_r
     evaluation = json.loads((out / "eval.json").read_text(encoding="utf-8"))
     assert evaluation["after"]["fact_retention"] == report.after.fact_retention
     assert evaluation["before"]["unchanged_rate"] is None and "control_accuracy" not in evaluation["after"]
-    assert evaluation["after"]["replies"]["你到底是誰？"] == "我是 F# 之神"
+    assert evaluation["after"]["replies"]["你到底是誰"] == "我是 F# 之神"
     assert (out / "loss.png").stat().st_size > 0
 
 
