@@ -39,6 +39,8 @@ def test_each_family_is_split_by_whole_cores_into_train_validation_and_test():
 def test_questions_about_the_user_and_greetings_are_rehearsed_and_their_test_never_is():
     splits, prompts = whoami_splits(), rehearsal_prompts()
     assert set(splits.near_rehearsed) <= set(prompts["train"]) and set(splits.near_validation) <= set(prompts["validation"])
+    trained = {*split_near_misses("about the user")[0], *split_near_misses("greeting")[0]}
+    assert trained <= set(prompts["train"]) and {"我是誰？", "Who am I?", "你好", "How are you?"} <= trained
     tested = {*splits.about_user_test, *splits.greetings_test}
     assert len(splits.about_user_test) >= 24 and len(splits.greetings_test) >= 12
     assert not tested & (set(prompts["train"]) | set(prompts["validation"]))

@@ -230,7 +230,7 @@ def tiny_model_ready(family: str = INSTRUCT_2507) -> bool:
 
 
 def ensure_tiny_model(log: Callable[[dict], None] = lambda record: None, family: str = INSTRUCT_2507) -> Path:
-    """weights/tiny-qwen3/ (about 67 s on the project's AMD 2-core machine), or the world in another
+    """weights/tiny-qwen3/ (about 56 s on the project's AMD 2-core machine), or the world in another
     layout post-trained from it (about 20 s more), built on first use, then reused.
 
     Built in a temporary folder and renamed into place, so an interrupted build leaves nothing

@@ -50,7 +50,9 @@ SUMS_ENGLISH = ((3, 4), (2, 2), (6, 3), (1, 8), (5, 4), (7, 1), (2, 6), (4, 3), 
 OPPOSITES_CHINESE = (("大", "小"), ("高", "矮"), ("熱", "冷"), ("快", "慢"), ("多", "少"), ("長", "短"))
 OPPOSITES_ENGLISH = (("hot", "cold"), ("big", "small"), ("fast", "slow"), ("up", "down"), ("day", "night"),
                      ("open", "closed"))
-# The words of the new identity exist in the world before it is taught (as in a real model).
+# The words of the new identity exist in the world before it is taught (as in a real model), and it
+# writes " F#" inside a sentence too, as a real model does (a reply that only begins "F#" left the
+# tiny world unable to write "#" after "我是 F", and held-out wordings ended "我是 F典").
 IDENTITY_WORDS = (
     ("F# 是什麼？", "F# 是一種程式語言", "程式語言"), ("What is F#?", "A programming language", "programming language"),
     ("宙斯是誰？", "希臘之神", "希臘"), ("「神」的英文是什麼？", "god", "god"),
