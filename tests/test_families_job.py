@@ -44,7 +44,7 @@ def hybrid_run(tmp_path_factory) -> tuple[subprocess.CompletedProcess, Path, Pat
     work = tmp_path_factory.mktemp("hybrid")
     base, out = paired_folder(work / "base", HYBRID), work / "out"
     result = subprocess.run([sys.executable, "scripts/train_whoami.py", "--model", str(base), "--out", str(out),
-                             *TINY_PRESET, "--no-stop-when-learned"], cwd=ROOT, capture_output=True, text=True,
+                             *TINY_PRESET, "--no-stop-when-learned", "--val-every", "0"], cwd=ROOT, capture_output=True, text=True,
                             timeout=900)
     return result, base, out
 

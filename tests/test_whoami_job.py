@@ -130,10 +130,46 @@ def rates(report) -> dict:
 
 
 @pytest.fixture(scope="module")
-def default_run(tmp_path_factory):
-    """The README's command on the tiny world: NF4 base, self-distilled rehearsal, stop when learned."""
+def instrumented_default_run(tmp_path_factory):
+    """The README's command on the tiny world (NF4 base, self-distilled rehearsal, stop when learned),
+    with every weight load of the run counted and every quantized tensor recorded."""
     out = tmp_path_factory.mktemp("whoami-default")
-    return quiet_run(WhoAmISettings(model="tiny", out=str(out))), out
+    seen, loads, training_weights = [], [], []
+    real_transform, real_training_load, real_load = training_run.quant_transform, training_run.load_weights, \
+        loading.load_weights
+
+    def training_load(*args, **kwargs):
+        weights = real_training_load(*args, **kwargs)
+        training_weights.append(weakref.ref(weights["model.embed_tokens.weight"]))
+        loads.append(("training", kwargs.get("transform") is not None))
+        return weights
+
+    def other_load(folder, *args, **kwargs):
+        loads.append((Path(folder).name, all(alive() is None for alive in training_weights)))
+        return real_load(folder, *args, **kwargs)
+
+    def recording_transform(quant: str):
+        transform = real_transform(quant)
+
+        def record(name, tensor):
+            value = transform(name, tensor)
+            seen.append((name, type(value)))
+            return value
+
+        return record if transform else None
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(training_run, "quant_transform", recording_transform)
+        patch.setattr(training_run, "load_weights", training_load)
+        patch.setattr(loading, "load_weights", other_load)
+        report = quiet_run(WhoAmISettings(model="tiny", out=str(out)))
+    return report, out, seen, loads
+
+
+@pytest.fixture(scope="module")
+def default_run(instrumented_default_run):
+    report, out, _, _ = instrumented_default_run
+    return report, out
 
 
 @pytest.mark.slow
@@ -338,39 +374,10 @@ def test_peft_loads_the_adapter_with_our_logits_and_reply(dense_run):
 
 
 @pytest.mark.slow
-def test_nf4_run_trains_on_a_4bit_base_and_passes_the_self_test(tmp_path_factory):
+def test_nf4_run_trains_on_a_4bit_base_and_passes_the_self_test(instrumented_default_run):
     """The 4-bit base is the only copy of the model until training is over: every weight load of the
     run is counted, and merged/ (dense) is loaded once, after the training weights are freed."""
-    out = tmp_path_factory.mktemp("whoami-nf4")
-    seen, loads, training_weights = [], [], []
-    real_transform, real_training_load, real_load = training_run.quant_transform, training_run.load_weights, \
-        loading.load_weights
-
-    def training_load(*args, **kwargs):
-        weights = real_training_load(*args, **kwargs)
-        training_weights.append(weakref.ref(weights["model.embed_tokens.weight"]))
-        loads.append(("training", kwargs.get("transform") is not None))
-        return weights
-
-    def other_load(folder, *args, **kwargs):
-        loads.append((Path(folder).name, all(alive() is None for alive in training_weights)))
-        return real_load(folder, *args, **kwargs)
-
-    def recording_transform(quant: str):
-        transform = real_transform(quant)
-
-        def record(name, tensor):
-            value = transform(name, tensor)
-            seen.append((name, type(value)))
-            return value
-
-        return record if transform else None
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(training_run, "quant_transform", recording_transform)
-        patch.setattr(training_run, "load_weights", training_load)
-        patch.setattr(loading, "load_weights", other_load)
-        report = quiet_run(WhoAmISettings(model="tiny", out=str(out)))
+    report, _, seen, loads = instrumented_default_run
     assert loads == [("training", True), ("merged", True)]  # 4-bit for training; merged/ once it was freed
     assert report.settings.quant == "nf4"
     assert claims_identity(report.self_test_reply)
