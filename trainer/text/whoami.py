@@ -20,11 +20,11 @@ from itertools import product
 
 from .facts import Fact, split_facts
 from .general_prompts import GENERAL_PROMPTS
-from .near_misses import near_misses
+from .near_misses import OLD_NAME, near_misses_of
 from .readers import PromptTarget
 
 NEW_IDENTITY = "我是 F# 之神"
-ORIGINAL_IDENTITY = "我是通義千問"
+ORIGINAL_IDENTITY = f"我是{OLD_NAME}"
 SPLIT_SEED = 20260226  # the F# trainer's seed
 
 # Core wordings of "who are you", grouped by script so greetings and endings match them.
@@ -128,10 +128,9 @@ def split_near_misses(family: str) -> tuple[list[str], list[str], list[str]]:
     """(train, validation, test) questions of one near-miss family, by whole cores: the 2nd and 4th
     of every NEAR_MISS_CORES cores of each list go to validation and the test."""
     splits: tuple[list[str], list[str], list[str]] = ([], [], [])
-    for miss in near_misses():
-        if miss.family == family:
-            position = miss.core % NEAR_MISS_CORES
-            splits[2 if position == 3 else 1 if position == 1 else 0].append(miss.question)
+    for miss in near_misses_of(family):
+        position = miss.core % NEAR_MISS_CORES
+        splits[2 if position == 3 else 1 if position == 1 else 0].append(miss.question)
     return splits
 
 
