@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
+from trainer.qwen3.attention import float_score_attention
 from trainer.qwen3.config import Qwen3Config
 from trainer.qwen3.memory import RMSNorm, SwiGLU, rebuildable, rebuilt_in_backward
 
@@ -222,6 +223,8 @@ def grouped_attention(q: Tensor, k: Tensor, v: Tensor, allowed: Tensor | None) -
     key/value heads are repeated to QH first.
     """
     causal = allowed is None
+    if q.device.type == "cpu" and q.dtype == torch.bfloat16 and k.shape[2] == q.shape[2]:
+        return float_score_attention(q, k, v, allowed)
     if q.device.type == "cpu" or (causal and q.dtype != torch.float32):
         return F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, is_causal=causal, enable_gqa=True)
     group = q.shape[1] // k.shape[1]
