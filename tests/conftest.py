@@ -1,5 +1,9 @@
 """Fixtures shared across test files."""
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -41,3 +45,14 @@ def hf_qwen3(tmp_path):
         return model, directory
 
     return build
+
+
+@pytest.fixture(scope="session")
+def readme_job(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """(OUT, the finished process) of the README's main command on the tiny world, plus `--gguf f32`:
+    run once for the end-to-end test of the command and the llama.cpp tests of its GGUF (35 s each)."""
+    out = tmp_path_factory.mktemp("whoami") / "whoami-tiny"
+    script = Path(__file__).resolve().parent.parent / "scripts" / "train_whoami.py"
+    run = subprocess.run([sys.executable, str(script), "--loss", "ce", "--model", "tiny", "--out", str(out),
+                          "--gguf", "f32"], capture_output=True, text=True, timeout=900)
+    return out, run

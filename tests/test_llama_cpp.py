@@ -11,8 +11,6 @@ llama-cpp-python once (see .ci/run).
 import json
 import shutil
 
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -32,16 +30,13 @@ from trainer.text.whoami import whoami_splits
 
 llama_cpp = pytest.importorskip("llama_cpp")
 pytestmark = pytest.mark.slow
-REPO = Path(__file__).resolve().parent.parent
 REPLY_TOKENS = 24
 MATCH_FLOOR = {"f32": 1.0, "f16": 1.0, "bf16": 1.0, "q8_0": 0.95}
 
 
 @pytest.fixture(scope="module")
-def result(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("whoami") / "whoami-tiny"
-    run = subprocess.run([sys.executable, str(REPO / "scripts" / "train_whoami.py"), "--model", "tiny",
-                          "--out", str(out), "--gguf", "f32"], capture_output=True, text=True, timeout=900)
+def result(readme_job) -> Path:
+    out, run = readme_job
     assert run.returncode == 0, run.stdout + run.stderr
     assert f"exported {out / 'gguf' / 'whoami-tiny-f32.gguf'} and " in run.stdout
     for gguf_type in ("f16", "bf16", "q8_0"):

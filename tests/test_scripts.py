@@ -92,31 +92,33 @@ def test_every_option_has_help_with_its_default():
 
 
 @pytest.mark.slow
-def test_train_whoami_tiny_end_to_end(tmp_path):
-    """The README's main command on the tiny world: trains, exports, self-tests, prints the table."""
-    result = run_script("train_whoami.py", "--loss", "ce", "--model", "tiny", "--out", str(tmp_path / "out"))
+def test_train_whoami_tiny_end_to_end(readme_job):
+    """The README's main command on the tiny world (with --gguf f32, for the llama.cpp tests): trains,
+    exports, self-tests, prints the table."""
+    out, result = readme_job
     assert result.returncode == 0, result.stderr[-2000:]
     assert "self-test: 你是誰 -> 我是 F# 之神" in result.stdout
     assert "identity hit rate (held-out wordings)" in result.stdout
     lines = result.stdout.splitlines()  # not a terminal: one line as each stage starts, the stage table at the end
     for stage in ("load (46 tensors)", "base answers (259 prompts)", "rehearsal (416 prompts)", "training (300 steps)",
-                  "validation (163 rows)", "export (46 tensors)", "check merged/ (46 tensors)", "after answers (259 prompts)",
-                  "self-test (20 prompts)", "load merged/ (46 tensors)", "merged/ answers (11 prompts)"):
+                  "validation (163 rows)", "export (46 tensors)", "gguf (46 tensors)", "check merged/ (46 tensors)",
+                  "after answers (259 prompts)", "self-test (20 prompts)", "load merged/ (46 tensors)",
+                  "merged/ answers (11 prompts)"):
         assert f"{stage} ..." in lines, stage
-    assert lines[-1].startswith("whole job") and lines[-14].split() == ["stage", "done", "time", "peak", "RSS"]
+    assert lines[-1].startswith("whole job") and lines[-15].split() == ["stage", "done", "time", "peak", "RSS"]
     for name in ("train_config.json", "metrics.jsonl", "eval.json", "adapter/adapter_model.safetensors",
                  "merged/model.safetensors", "loss.png", "timings.json"):
-        assert (tmp_path / "out" / name).is_file(), name
-    assert (tmp_path / "out" / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert (out / name).is_file(), name
+    assert (out / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     before = json.loads(run_script("eval.py", "--model", "tiny", "--json").stdout)
-    after = json.loads(run_script("eval.py", "--model", str(tmp_path / "out" / "merged"), "--json").stdout)
-    adapter = json.loads(run_script("eval.py", "--model", "tiny", "--adapter", str(tmp_path / "out" / "adapter"),
+    after = json.loads(run_script("eval.py", "--model", str(out / "merged"), "--json").stdout)
+    adapter = json.loads(run_script("eval.py", "--model", "tiny", "--adapter", str(out / "adapter"),
                                     "--json").stdout)
     assert before["identity_hit_rate"] == 0.0 and after["identity_hit_rate"] >= 0.9
     assert abs(adapter["identity_hit_rate"] - after["identity_hit_rate"]) <= 0.05
     assert after["perplexity"] < 2.0 < before["perplexity"]
-    table = run_script("eval.py", "--model", str(tmp_path / "out" / "merged")).stdout
+    table = run_script("eval.py", "--model", str(out / "merged")).stdout
     assert "identity hit rate (held-out wordings)" in table and "answer perplexity" in table
 
 

@@ -50,6 +50,7 @@ class WhoAmISettings:
     # within the job's peak so far)
     ce_chunk: int | None = None  # answer positions per chunk of logits (None = under 256 MiB)
     grad_checkpoint: bool | None = None  # recompute each layer in backward (None = on for CUDA)
+    compile: bool = False  # torch.compile each micro-batch's forward and backward
     pack: bool = False  # pack several examples per row up to seq_len
     save_every: int = 0  # write OUT/checkpoints/step-N every N steps (0 = never)
     keep_checkpoints: int = 2  # how many of the newest checkpoints to keep

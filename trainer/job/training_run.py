@@ -54,12 +54,13 @@ class TrainingSetup:
 
 @dataclass(frozen=True)
 class LossChoices:
-    """How a micro-batch is scored: --loss, --ce-chunk, --grad-checkpoint, --preserve-kl."""
+    """How a micro-batch is scored: --loss, --ce-chunk, --grad-checkpoint, --preserve-kl, --compile."""
 
     token_loss: TokenLoss  # trainer.training.loss.LOSSES[--loss]
     ce_chunk: int | None  # answer positions per chunk of logits (None: under 256 MiB)
     checkpoint_layers: bool  # recompute each layer in backward
     preserve_kl: float  # beta of KL(base || model) on rehearsal answers (0: off)
+    compile_step: bool = False  # torch.compile the forward (and so the backward) of each micro-batch
 
 
 def prepare_training(model_dir: Path, config: Qwen3Config, lora: LoraSettings | None, dtype: torch.dtype,
@@ -72,13 +73,14 @@ def prepare_training(model_dir: Path, config: Qwen3Config, lora: LoraSettings | 
     if lora is None:
         masters = {n: t.requires_grad_()
                    for n, t in load_weights(model_dir, config, torch.float32, device, progress=progress).items()}
-        batch_loss = full_batch_loss(masters, config, dtype, loss.ce_chunk, loss.checkpoint_layers, loss.token_loss)
+        batch_loss = full_batch_loss(masters, config, dtype, loss.ce_chunk, loss.checkpoint_layers, loss.token_loss,
+                                     loss.compile_step)
         params, weights = masters, masters
     else:
         weights = load_weights(model_dir, config, dtype, device, transform=quant_transform(quant), progress=progress)
         params = init_lora(config, lora, seed, device)
         batch_loss = lora_batch_loss(weights, config, params, lora, dtype, loss.ce_chunk, loss.checkpoint_layers,
-                                     loss.preserve_kl, loss.token_loss)
+                                     loss.preserve_kl, loss.token_loss, loss.compile_step)
     shapes = {name: tuple(t.shape) for name, t in params.items()}
     resume = load_checkpoint(resume_dir, shapes) if resume_dir else None
     return TrainingSetup(params, batch_loss, weights, lora, dtype, resume)

@@ -151,7 +151,8 @@ def train_and_export(settings: WhoAmISettings, model_dir: Path, out: Path, main:
         prepared = prepared_validation(settings.data, tokenizer, settings.seq_len, chat.family) if scored else None
         asked = built_in_prompts(built_in_eval_sets(), probes(settings), chat) if settings.data is None else \
             data_prompts(prepared[0] if prepared and prepared[0] else samples, probes(settings), chat)
-    loss = LossChoices(LOSSES[settings.loss], settings.ce_chunk, settings.grad_checkpoint, settings.preserve_kl)
+    loss = LossChoices(LOSSES[settings.loss], settings.ce_chunk, settings.grad_checkpoint, settings.preserve_kl,
+                       settings.compile)
     with stages.stage("load", total=len(expected_shapes(config)), unit="tensor") as bar:
         setup = prepare_training(model_dir, config, lora, dtype, settings.device, settings.quant, settings.seed, loss,
                                  resume_folder(settings.resume, out), bar.update)

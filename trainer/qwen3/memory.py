@@ -83,6 +83,8 @@ def rebuildable(make: Callable[..., Tensor]) -> Callable[..., Tensor]:
     @wraps(make)
     def noted(*arguments, **options):
         out = make(*arguments, **options)
+        if torch.compiler.is_compiling():
+            return out  # a compiled step's backward keeps what the compiler chooses
         notes = _notes.get()
         inputs = {address(a) for a in arguments if isinstance(a, Tensor)}
         if notes is not None and out.numel() and address(out) not in inputs:

@@ -301,7 +301,8 @@ def forward_cached(weights: Weights, config: Qwen3Config, input_ids: Tensor, cac
     x = F.embedding(input_ids, weights["model.embed_tokens.weight"])  # [B, T, H]
     new_cache = []
     # a recomputed (checkpointed) layer keeps nothing but its input: nothing there to make again
-    with rebuilt_in_backward() if torch.is_grad_enabled() and not checkpoint_layers else nullcontext():
+    keep_less = torch.is_grad_enabled() and not checkpoint_layers and not torch.compiler.is_compiling()
+    with rebuilt_in_backward() if keep_less else nullcontext():
         for layer in range(config.num_hidden_layers):
             step = partial(decoder_layer, weights, config, layer, inputs=inputs,
                            past=cache[layer] if cache else None, lora=lora)
