@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from trainer.qwen3.attention import float32_scores, float_score_attention, query_blocks
+from trainer.qwen3.attention import float32_scores, float_score_attention, mask_bias, query_blocks, split_in_two
 from trainer.qwen3.model import attention_allowed, grouped_attention
 
 B, QH, KVH, D = 2, 4, 2, 16
@@ -45,6 +45,22 @@ def test_query_blocks_cover_every_query_once_in_equal_blocks():
     assert query_blocks(100) == [(0, 100)]
     assert query_blocks(129) == [(0, 65), (65, 129)]
     assert query_blocks(1, 128) == [(0, 1)]
+
+
+def test_mask_bias_hides_later_keys_and_other_examples_for_each_stacked_head():
+    causal = mask_bias(None, 1, 3, batch=1, kv_heads=1, group=2)  # queries 1..2 against keys 0..2, two heads
+    assert causal.tolist() == [[0, 0, -torch.inf], [0, 0, 0]] * 2
+    segments = torch.tensor([[1, 1, 2]])
+    packed = mask_bias(attention_allowed(segments, 3), 0, 3, batch=1, kv_heads=1, group=1)
+    assert packed.tolist() == [[[0, -torch.inf, -torch.inf], [0, 0, -torch.inf], [-torch.inf, -torch.inf, 0]]]
+
+
+def test_split_in_two_gives_two_bf16_values_whose_sum_is_the_float32():
+    x = torch.tensor([1 / 3, 1000.123, -7.77e-3])
+    hi, lo = split_in_two(x, torch.bfloat16)
+    assert torch.equal(hi, hi.bfloat16().float()) and torch.equal(lo, lo.bfloat16().float())
+    assert ((hi + lo - x).abs() <= x.abs() * 2**-16).all()
+    assert ((hi - x).abs() > x.abs() * 2**-12).any()  # hi alone is not enough
 
 
 def test_float32_scores_from_two_bf16_products_are_exact_to_float32():

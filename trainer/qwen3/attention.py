@@ -71,9 +71,9 @@ def mask_bias(allowed: Tensor | None, start: int, end: int, batch: int, kv_heads
 
 
 def split_in_two(x: Tensor, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-    """float32 x as hi + lo, both exactly representable in dtype: their sum is within 2^-16 of x."""
+    """float32 x as hi + lo, both values of dtype (held in float32): their sum is within |x| * 2^-16 of x."""
     hi = x.to(dtype).float()
-    return hi, x - hi
+    return hi, (x - hi).to(dtype).float()
 
 
 def float32_scores(q: Tensor, keys: Tensor, bias: Tensor, scale: float) -> Tensor:
