@@ -241,3 +241,29 @@ def test_bench_job_runs_the_whole_job_and_reports_every_stage(tmp_path):
     assert ratio.startswith(f"whole job's peak {report['job']['peak_rss_gb']:.2f} GB = "
                             f"{report['job']['peak_rss_gb'] / training:.2f}x the training stage's")
     assert 0 < report["process_peak_rss_gb"] and "seen from outside" in ratio
+
+
+@pytest.mark.slow
+def test_bench_process_times_both_stacks_as_processes_and_accounts_for_their_phases(tmp_path):
+    """bench_process.py on the tiny shape: both stacks train the same rows (the same first loss), each
+    phase is reported, and the whole process is at least the sum of its phases."""
+    report = tmp_path / "report.json"
+    result = run_script("bench_process.py", "--shape", "tiny", "--dtype", "float32", "--steps", "2", "--rows", "8",
+                        "--tokens", "40", "--folder", str(tmp_path / "inputs"), "--json", str(report))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "| stack | whole process | start-up | imports | data | load | first step | later steps | peak RSS |" \
+        in result.stdout and "speed ours/reference" in result.stdout
+    stacks = json.loads(report.read_text())["float32"]["stacks"]
+    ours, reference = stacks["ours"], stacks["reference"]
+    assert abs(ours["losses"][0] - reference["losses"][0]) < 1e-4
+    # ours feeds each row but its last token (make_next_token_pairs); transformers feeds it too and drops its logit
+    assert ours["tokens"] == reference["tokens"] - 8 > 8 * 30
+    for run in (ours, reference):
+        assert list(run["marks"]) == ["imports", "data", "load", "step 1", "step 2"]
+        assert run["wall_s"] > run["marks"]["step 2"] > run["marks"]["load"] > 0 and run["peak_rss_bytes"] > 2e8
+
+
+def test_bench_process_refuses_too_few_rows_in_one_line():
+    result = run_script("bench_process.py", "--rows", "4", "--steps", "2", "--batch-size", "4")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "4 rows cannot fill 2 steps of 4" in result.stderr
