@@ -1,21 +1,23 @@
 """Causal attention for bf16 on CPU: bf16 matrix products at bf16 speed, scores exact to float32.
 
-PyTorch's fused CPU kernel keeps float32 scores but runs its small products at about a tenth of
-the machine's bf16 peak, while one batched bf16 product runs near it. A bf16 product adds in
-float32 and rounds only its result, so the error of a score is about |score| / 512: on scores
-near 20, 0.04 before the exponential, enough to move the loss (0.047 per answer token on the
-0.6B shape). Here every product that feeds a softmax has its large common part subtracted
-*inside* the float32 sum, by one more column on each side:
+PyTorch's fused CPU kernel keeps float32 scores but runs its many small products far below the
+machine's bf16 peak, while a batched bf16 product runs near it. A bf16 product adds in float32 and
+rounds once, at the end, to 8 bits: a score near 40 comes back off by up to 0.125, before the
+exponential, enough to move the loss. What the rounding lost can be asked for: baddbmm also adds
+beta * C + A @ B in float32 and rounds once, so
 
-    [q, -m] . [k, 1] = q.k - m      m = the row's largest score (from a first, rounded pass)
+    rough = q @ k^T                          (rounded)
+    lost  = baddbmm(rough, q, k^T, beta=-1)  = q @ k^T - rough, rounded to 8 bits of its own
 
-so what is rounded is the distance to the row's top, small exactly where the softmax weight is
-large. Backward does the same for dP - D (D = rowsum(dO * O), split in two bf16 columns so it is
-exact). Queries go in blocks, each against the keys it may see, so the masked half of a causal
-product is never computed, and no [B, QH, T, T] tensor is held.
+and rough + lost, added in float32, is within about 2^-17 of the float32 score. From there the
+softmax is float32, and only the probabilities are rounded, once, for the product with v (as the
+fused kernel does). Backward makes the scores again the same way; its dP - D (D = rowsum(dO * O))
+is one product in which D, split into two bf16 columns, is subtracted inside the float32 sum, so
+the cancellation happens before the rounding. Queries go in blocks, each against the keys it may
+see, so the masked half of a causal product is never computed and no [B, QH, T, T] tensor is held.
 
 Shapes: B batch, QH query heads, KVH key/value heads (G = QH / KVH queries share one), T tokens,
-D head dim, t a block of queries, s the keys it sees.
+D head dim, t a block of queries, s the keys it sees, N = B * KVH, r = G * t.
 """
 
 import torch
