@@ -36,6 +36,8 @@ import click
 
 ROOT = Path(__file__).resolve().parent.parent
 STACKS = ("ours", "reference")
+# bench.py's settings and trainer.qwen3.lora.ALL_PROJECTIONS, written out: importing them would put our
+# modules (and torch) into the reference process's measured imports
 LR, GRAD_CLIP, RANK, ALPHA = 1e-4, 1.0, 16, 32.0
 PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 ANSWER_SHARE = 0.12  # of each chat's words: a long prompt, a short answer, as in bench.py

@@ -267,3 +267,17 @@ def test_bench_process_refuses_too_few_rows_in_one_line():
     result = run_script("bench_process.py", "--rows", "4", "--steps", "2", "--batch-size", "4")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "4 rows cannot fill 2 steps of 4" in result.stderr
+
+
+def test_bench_process_trains_what_bench_py_and_the_trainer_train(bench):
+    """Its settings are written out (so the reference process does not import ours); they must stay ours."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        bench_process = importlib.import_module("bench_process")
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
+    from trainer.qwen3.lora import ALL_PROJECTIONS
+
+    assert bench_process.PROJECTIONS == ALL_PROJECTIONS == bench.LORA.targets
+    assert (bench_process.RANK, bench_process.ALPHA) == (bench.LORA.r, bench.LORA.alpha)
+    assert (bench_process.LR, bench_process.GRAD_CLIP) == (bench.LR, bench.GRAD_CLIP)

@@ -8,7 +8,7 @@ from trainer.job.tiny import random_weights
 from trainer.qwen3.config import TINY
 from trainer.qwen3.lora import ALL_PROJECTIONS, LoraSettings, init_lora
 from trainer.qwen3.quant import nf4_transform
-from trainer.text.data import Example, collate
+from trainer.text.data import IGNORE_INDEX, Example, collate
 from trainer.training.train import lora_batch_loss, train_step
 
 pytestmark = pytest.mark.slow  # the first compiled step takes about 20 s on 2 CPU cores
@@ -21,7 +21,7 @@ def rows(lengths: tuple[int, ...]) -> list[Example]:
     examples = []
     for length in lengths:
         ids = torch.randint(10, TINY.vocab_size, (length,), generator=generator).tolist()
-        examples.append(Example(tuple(ids), tuple([-100] * (length - 4) + ids[length - 3:] + [-100])))
+        examples.append(Example(tuple(ids), tuple([IGNORE_INDEX] * (length - 4) + ids[length - 3:] + [IGNORE_INDEX])))
     return examples
 
 
