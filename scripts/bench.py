@@ -2,7 +2,6 @@
 
     python scripts/bench.py --shape tiny --stack both              # table + ratios ours/reference
     python scripts/bench.py --shape 4b --device cuda --dtype bfloat16 --quant nf4 --seq-len 2048 --batch-size 1
-    python scripts/bench.py --load /tmp/qwen3-4b-random --quant nf4   # peak RSS of loading a checkpoint
 
 Each stack runs in its own process (`--stack both` starts this script twice), so neither
 pays for the other's imports, allocator state or peak memory. Both see:
@@ -24,7 +23,6 @@ machine's own limit.
 
 import json
 import math
-import resource
 import statistics
 import subprocess
 import sys
@@ -40,15 +38,16 @@ import torch
 from torch import Tensor
 
 from make_random_checkpoint import SHAPES, make_random_checkpoint, random_tensor
+from measure import DTYPES, PEAK_SIZE, matmul_peak_gflops, peak_memory, synchronize
 from trainer.cli import DTYPE_CHOICES, DTYPE_HELP, user_errors_as_messages
 from trainer.errors import TrainerError
 from trainer.job.loading import dtype_line, resolve_dtype
-from trainer.qwen3.config import Qwen3Config, config_to_json, load_config
+from trainer.qwen3.config import Qwen3Config, config_to_json
 from trainer.qwen3.flops import lora_step_flops
 from trainer.qwen3.lora import ALL_PROJECTIONS, LoraSettings, init_lora
 from trainer.qwen3.model import Weights
-from trainer.qwen3.quant import NF4Weight, quant_transform
-from trainer.qwen3.weights import expected_shapes, load_weights, safetensors_files
+from trainer.qwen3.quant import quant_transform
+from trainer.qwen3.weights import expected_shapes, load_weights
 from trainer.text.data import IGNORE_INDEX, Batch, Example, collate
 from trainer.training.loss import default_ce_chunk
 from trainer.training.train import LoopSettings, lora_batch_loss, make_optimizer, move_batch, train_step
@@ -58,8 +57,6 @@ LORA = LoraSettings(r=16, alpha=32.0, dropout=0.0, targets=ALL_PROJECTIONS)
 LR = 1e-4
 GRAD_CLIP = 1.0
 PAD_ID = 151643  # <|endoftext|>; unused, every row is full length
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
-PEAK_SIZE = 2048  # the square matmul that measures the machine's limit
 STACKS = ("ours", "reference")
 
 
@@ -109,40 +106,6 @@ def reference_labels(ids: Tensor, is_answer: Tensor) -> Tensor:
 # ---------------------------------------------------------------------------
 # Timing and memory
 # ---------------------------------------------------------------------------
-
-
-def peak_rss_bytes() -> int:
-    """This process's peak resident memory so far (Linux reports ru_maxrss in KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
-def peak_memory(device: str) -> tuple[int, str]:
-    """(bytes, what they are): CUDA's peak allocation on the GPU, else the process's peak RSS."""
-    if device == "cuda":
-        return torch.cuda.max_memory_allocated(), "max_memory_allocated"
-    return peak_rss_bytes(), "peak RSS"
-
-
-def synchronize(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
-
-
-def matmul_peak_gflops(dtype: torch.dtype, device: str, size: int = PEAK_SIZE, repeats: int = 10) -> float:
-    """The fastest of `repeats` [size, size] @ [size, size] matmuls in this dtype, in GFLOPS:
-    what this machine can do at best, measured now, beside the figures it is compared with."""
-    generator = torch.Generator().manual_seed(0)
-    a, b = (torch.randn(size, size, generator=generator).to(device, dtype) for _ in range(2))
-    for _ in range(2):
-        a @ b  # warm up the kernels and the caches
-    best = math.inf
-    for _ in range(repeats):
-        synchronize(device)
-        started = time.perf_counter()
-        a @ b
-        synchronize(device)
-        best = min(best, time.perf_counter() - started)
-    return 2 * size**3 / best / 1e9
 
 
 def timed_steps(step: Callable[[], float], settings: BenchSettings, tokens_per_step: int) -> dict:
@@ -278,17 +241,22 @@ def check_runnable(settings: BenchSettings) -> None:
     if settings.shape == "4b" and settings.device == "cpu":
         raise TrainerError("--shape 4b trains only with --device cuda (each stack would need 16 GB of float32 "
                            "weights and minutes per step on CPU); measure loading instead: "
-                           "make_random_checkpoint.py --shape 4b DIR, then bench.py --load DIR --quant nf4")
+                           "make_random_checkpoint.py --shape 4b DIR, then bench_load.py DIR --quant nf4")
+
+
+def with_checkpoint_for_nf4(settings: BenchSettings, run: Callable[[BenchSettings], list[dict]]) -> list[dict]:
+    """run(settings); nf4 without --checkpoint first writes one to a temporary folder, because
+    transformers quantizes only while it loads (with --stack both, both processes share it)."""
+    if settings.quant != "nf4" or settings.checkpoint:
+        return run(settings)
+    with tempfile.TemporaryDirectory(prefix="bench-checkpoint-") as folder:
+        make_random_checkpoint(SHAPES[settings.shape], Path(folder), settings.seed, device=settings.device)
+        return run(replace(settings, checkpoint=folder))
 
 
 def run_stack(stack: str, settings: BenchSettings) -> dict:
-    """Measure one stack in this process; nf4 without --checkpoint first writes a temporary one."""
-    check_runnable(settings)
+    """Measure one stack in this process."""
     config = SHAPES[settings.shape]
-    if settings.quant == "nf4" and not settings.checkpoint:
-        with tempfile.TemporaryDirectory(prefix="bench-checkpoint-") as folder:
-            make_random_checkpoint(config, Path(folder), settings.seed, device=settings.device)
-            return run_stack(stack, replace(settings, checkpoint=folder))
     runner = {"ours": run_ours, "reference": run_reference}[stack]
     result = runner(config, settings)
     flops = step_flops(config, settings)
@@ -321,12 +289,7 @@ def run_child(stack: str, settings: BenchSettings) -> dict:
 
 
 def run_both(settings: BenchSettings) -> list[dict]:
-    """Both stacks, one process each, sharing one temporary checkpoint when nf4 needs one."""
-    check_runnable(settings)
-    if settings.quant == "nf4" and not settings.checkpoint:
-        with tempfile.TemporaryDirectory(prefix="bench-checkpoint-") as folder:
-            make_random_checkpoint(SHAPES[settings.shape], Path(folder), settings.seed, device=settings.device)
-            return run_both(replace(settings, checkpoint=folder))
+    """Both stacks, one process each."""
     return [run_child(stack, settings) for stack in STACKS]
 
 
@@ -354,49 +317,6 @@ def table(rows: list[dict], peak_gflops: float) -> str:
     if len(rows) == 2:
         ratio = ratios(rows)
         lines.append(f"{'ours/ref':<12}{ratio['tokens_per_s']:>11.2f}x{'':>19}  {ratio['peak_mem']:>23.2f}x")
-    return "\n".join(lines)
-
-
-# ---------------------------------------------------------------------------
-# Loading a checkpoint folder: peak RSS against the bytes the loaded model holds
-# ---------------------------------------------------------------------------
-
-
-def held_bytes(weights: Weights) -> tuple[int, int]:
-    """(bytes in NF4 weights, bytes in dense tensors)."""
-    packed = sum(w.nbytes for w in weights.values() if isinstance(w, NF4Weight))
-    dense = sum(w.numel() * w.element_size() for w in weights.values() if isinstance(w, Tensor))
-    return packed, dense
-
-
-def measure_load(model_dir: Path, dtype: str, device: str, quant: str) -> dict:
-    """Load through trainer.qwen3.weights.load_weights (nf4: quantized tensor by tensor) and report memory."""
-    config = load_config(model_dir)
-    file_bytes = sum(path.stat().st_size for path in safetensors_files(model_dir))
-    before = peak_rss_bytes()
-    started = time.perf_counter()
-    weights = load_weights(model_dir, config, DTYPES[dtype], device, quant_transform(quant))
-    synchronize(device)
-    seconds = time.perf_counter() - started
-    packed, dense = held_bytes(weights)
-    return {"dir": str(model_dir), "dtype": dtype, "device": device, "quant": quant, "seconds": seconds,
-            "file_bytes": file_bytes, "packed_bytes": packed, "dense_bytes": dense, "loaded_bytes": packed + dense,
-            "rss_before_bytes": before, "peak_rss_bytes": peak_rss_bytes(),
-            "cuda_peak_bytes": torch.cuda.max_memory_allocated() if device == "cuda" else None}
-
-
-def load_report(r: dict) -> str:
-    gb = 1e9
-    lines = [f"loaded {r['dir']} ({r['file_bytes'] / gb:.2f} GB of safetensors) with --quant {r['quant']} "
-             f"--dtype {r['dtype']} on {r['device']} in {r['seconds']:.1f} s",
-             f"  loaded model bytes: {r['loaded_bytes'] / gb:.3f} GB "
-             f"(NF4 {r['packed_bytes'] / gb:.3f} GB + dense {r['dense_bytes'] / gb:.3f} GB)",
-             f"  peak RSS:           {r['peak_rss_bytes'] / gb:.3f} GB = "
-             f"{r['peak_rss_bytes'] / r['loaded_bytes']:.2f}x loaded bytes, "
-             f"{r['peak_rss_bytes'] / r['file_bytes']:.2f}x file size "
-             f"({r['rss_before_bytes'] / gb:.3f} GB before loading)"]
-    if r["cuda_peak_bytes"] is not None:
-        lines.append(f"  CUDA peak:          {r['cuda_peak_bytes'] / gb:.3f} GB")
     return "\n".join(lines)
 
 
@@ -431,24 +351,17 @@ def finite_or_fail(rows: list[dict]) -> None:
 @click.option("--checkpoint", type=click.Path(exists=True, file_okay=False), default=None,
               help="Both stacks load this folder (made by make_random_checkpoint.py --shape SHAPE) "
                    "instead of building weights in memory; nf4 without it writes a temporary one.")
-@click.option("--load", "load_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
-              help="Only measure loading this checkpoint folder (with --quant, --dtype, --device); no training.")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON line instead of the table.")
 @user_errors_as_messages
-def main(load_dir: Path | None, stack: str, as_json: bool, **options) -> None:
+def main(stack: str, as_json: bool, **options) -> None:
     options["dtype"], why = resolve_dtype(options["dtype"], options["device"])
     if options["grad_checkpoint"] is None:
         options["grad_checkpoint"] = options["device"] == "cuda"  # as the trainer does
     settings = BenchSettings(**options)
-    if not load_dir:
-        check_runnable(settings)
+    check_runnable(settings)
     if not as_json:
         click.echo(dtype_line(settings.dtype, why), err=True)
-    if load_dir:
-        result = measure_load(load_dir, settings.dtype, settings.device, settings.quant)
-        click.echo(json.dumps(result) if as_json else load_report(result))
-        return
-    rows = run_both(settings) if stack == "both" else [run_stack(stack, settings)]
+    rows = with_checkpoint_for_nf4(settings, run_both if stack == "both" else lambda s: [run_stack(stack, s)])
     finite_or_fail(rows)
     if as_json:
         click.echo(json.dumps(rows[0] if len(rows) == 1 else {"rows": rows, "ratios": ratios(rows)}))

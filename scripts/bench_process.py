@@ -261,7 +261,7 @@ def main(shape, dtype, steps, batch_size, rows, tokens, folder, json_path, child
 
 def machine_peak(dtype: str) -> float:
     import torch
-    from bench import matmul_peak_gflops
+    from measure import matmul_peak_gflops
 
     return matmul_peak_gflops(getattr(torch, dtype), "cpu")
 

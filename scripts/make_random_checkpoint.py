@@ -22,6 +22,7 @@ from torch import Tensor
 
 from trainer.cli import user_errors_as_messages
 from trainer.job.loading import resolve_device
+from trainer.job.stages import peak_rss_bytes
 from trainer.paths import write_atomic
 from trainer.qwen3.config import QWEN3_0_6B, QWEN3_4B_INSTRUCT_2507, TINY, Qwen3Config, config_to_json
 from trainer.qwen3.model import stable_seed
@@ -79,13 +80,6 @@ def make_random_checkpoint(config: Qwen3Config, out_dir: Path, seed: int = 0, ma
     write_json(out_dir / "config.json", config_to_json(config, "bfloat16"))
     weight_map = write_shards(config, out_dir, seed, max_shard_bytes, device)
     write_json(out_dir / INDEX_FILE, {"metadata": {"total_size": total_bytes(config)}, "weight_map": weight_map})
-
-
-def peak_rss_bytes() -> int:
-    """This process's peak resident memory (Linux reports ru_maxrss in KiB)."""
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 @click.command()

@@ -81,8 +81,8 @@ def test_sharding_does_not_change_the_tensors(tiny_checkpoint, tmp_path):
     assert not torch.equal(other_seed["model.embed_tokens.weight"], whole["model.embed_tokens.weight"])
 
 
-def bench_json(*args: str, timeout: int = 300) -> dict:
-    result = run_script("bench.py", "--json", *args, timeout=timeout)
+def bench_json(*args: str, timeout: int = 300, script: str = "bench.py") -> dict:
+    result = run_script(script, "--json", *args, timeout=timeout)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -120,12 +120,25 @@ def test_bench_load_counts_packed_and_dense_bytes(tiny_checkpoint):
     """Counted by hand for tiny: float32 embedding (151,936 x 128) and norms (4 x (128 + 128 + 32 + 32) + 128);
     per layer 196,608 projection weights at 4 bits, a uint8 scale per block of 64, and a float32 scale
     per 256 of those (13 blocks over the seven projections)."""
-    report = bench_json("--load", str(tiny_checkpoint), "--quant", "nf4", "--dtype", "float32")
+    report = bench_json(str(tiny_checkpoint), "--quant", "nf4", "--dtype", "float32", script="bench_load.py")
     dense = 4 * (151_936 * 128 + 4 * (128 + 128 + 32 + 32) + 128)
     packed = 4 * (196_608 // 2 + 196_608 // 64 + 13 * 4)
     assert (report["dense_bytes"], report["packed_bytes"]) == (dense, packed) == (77_796_864, 405_712)
     assert report["loaded_bytes"] == 78_202_576 < report["peak_rss_bytes"]
     assert report["file_bytes"] == sum(p.stat().st_size for p in tiny_checkpoint.glob("model-*.safetensors"))
+
+
+def test_bench_load_reports_in_words_and_refuses_a_missing_gpu_in_one_line(tiny_checkpoint):
+    result = run_script("bench_load.py", str(tiny_checkpoint), "--dtype", "float32")
+    assert result.returncode == 0, result.stderr
+    first, held, peak = result.stdout.strip().splitlines()
+    assert first.startswith(f"loaded {tiny_checkpoint} (") and "with --quant none --dtype float32 on cpu in" in first
+    # float32: the 77,796,864 bytes of embedding and norms above, plus 4 x 196,608 projection weights x 4 bytes
+    assert held == "  loaded model bytes: 0.081 GB (NF4 0.000 GB + dense 0.081 GB)"
+    assert peak.startswith("  peak RSS:") and "x loaded bytes" in peak
+    if not torch.cuda.is_available():
+        refused = run_script("bench_load.py", str(tiny_checkpoint), "--device", "cuda")
+        assert refused.returncode == 1 and refused.stderr == "Error: --device cuda: no CUDA device is visible to torch\n"
 
 
 @pytest.mark.parametrize("option", ["--steps", "--batch-size", "--seq-len"])
