@@ -71,6 +71,7 @@ class BenchSettings:
     dtype: str  # compute dtype of the frozen weights
     quant: str  # none or nf4 (4-bit frozen projections)
     grad_checkpoint: bool  # recompute each layer in backward (both stacks)
+    compile: bool  # torch.compile: ours the micro-batch forward (--compile), theirs the model
     seed: int  # weights, rows and LoRA A
     checkpoint: str | None  # folder both stacks load from; None = build weights in memory
 
@@ -110,17 +111,18 @@ def reference_labels(ids: Tensor, is_answer: Tensor) -> Tensor:
 
 def timed_steps(step: Callable[[], float], settings: BenchSettings, tokens_per_step: int) -> dict:
     """Run warmup + timed steps; tokens/s uses the median timed step, so one step slowed by
-    another process on a shared machine does not move the figure."""
-    losses = [step() for _ in range(settings.warmup)]
-    seconds = []
-    for _ in range(settings.steps):
+    another process on a shared machine does not move the figure. The first step is reported
+    apart: what a run pays once (lazy set-up, and with --compile the compilation)."""
+    losses, seconds = [], []
+    for _ in range(settings.warmup + settings.steps):
         synchronize(settings.device)
         started = time.perf_counter()
         losses.append(step())  # .item() inside waits for the device
         seconds.append(time.perf_counter() - started)
-    step_s = statistics.median(seconds)
+    step_s = statistics.median(seconds[settings.warmup:])
     memory, memory_kind = peak_memory(settings.device)
-    return {"tokens_per_s": tokens_per_step / step_s, "step_s": step_s, "step_s_all": seconds,
+    return {"tokens_per_s": tokens_per_step / step_s, "step_s": step_s, "first_step_s": seconds[0],
+            "step_s_all": seconds[settings.warmup:],
             "peak_mem_bytes": memory, "mem_kind": memory_kind, "loss_first": losses[0], "loss_last": losses[-1], "losses": losses}
 
 
@@ -151,7 +153,8 @@ def run_ours(config: Qwen3Config, settings: BenchSettings) -> dict:
     optimizer = make_optimizer(params, loop)
     batch = move_batch(our_batch(*synthetic_rows(config, settings)), settings.device)
     batch_loss = lora_batch_loss(weights, config, lora, LORA, DTYPES[settings.dtype],
-                                 default_ce_chunk(config.vocab_size), settings.grad_checkpoint)
+                                 default_ce_chunk(config.vocab_size), settings.grad_checkpoint,
+                                 compile_step=settings.compile)
     result = timed_steps(lambda: train_step(batch_loss, params, optimizer, [batch], GRAD_CLIP).loss,
                          settings, int(batch.segment_ids.sum()))
     return result | {"trainable": sum(p.numel() for p in params)}
@@ -219,9 +222,11 @@ def run_reference(config: Qwen3Config, settings: BenchSettings) -> dict:
     ids = ids.to(settings.device)
     mask = torch.ones_like(ids)
 
+    forward = torch.compile(model) if settings.compile else model
+
     def step() -> float:
         optimizer.zero_grad(set_to_none=True)
-        loss = model(input_ids=ids, attention_mask=mask, labels=labels, use_cache=False).loss
+        loss = forward(input_ids=ids, attention_mask=mask, labels=labels, use_cache=False).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, GRAD_CLIP)
         optimizer.step()
@@ -275,7 +280,8 @@ def child_args(stack: str, settings: BenchSettings) -> list[str]:
             "--warmup", str(settings.warmup), "--batch-size", str(settings.batch_size),
             "--seq-len", str(settings.seq_len), "--device", settings.device, "--dtype", settings.dtype,
             "--quant", settings.quant, "--seed", str(settings.seed),
-            "--grad-checkpoint" if settings.grad_checkpoint else "--no-grad-checkpoint"]
+            "--grad-checkpoint" if settings.grad_checkpoint else "--no-grad-checkpoint",
+            "--compile" if settings.compile else "--no-compile"]
     return args + (["--checkpoint", settings.checkpoint] if settings.checkpoint else [])
 
 
@@ -305,18 +311,20 @@ def table(rows: list[dict], peak_gflops: float) -> str:
     lines = [f"{first['shape']} on {first['device']}, {first['dtype']}, quant {first['quant']}, LoRA r{LORA.r} "
              f"on {len(LORA.targets)} projections, batch {first['batch_size']} x {first['seq_len']}, "
              f"activation checkpointing {'on' if first['grad_checkpoint'] else 'off'}, "
+             f"torch.compile {'on' if first['compile'] else 'off'}, "
              f"{first['steps']} timed steps after {first['warmup']} warmup",
              f"useful work {first['step_flops'] / 1e9:.1f} GFLOP a step (trainer/qwen3/flops.py); this machine's "
              f"{first['dtype']} matmul peak now: {peak_gflops:.0f} GFLOPS ({PEAK_SIZE}x{PEAK_SIZE})",
-             f"{'stack':<12}{'tokens/s':>12}{'step s':>10}{'GFLOPS':>10}{'of peak':>9}  "
+             f"{'stack':<12}{'tokens/s':>12}{'step s':>10}{'1st step s':>12}{'GFLOPS':>10}{'of peak':>9}  "
              f"{first['mem_kind'] + ' GB':>24}{'loss first':>12}{'loss last':>12}"]
     for r in rows:
-        lines.append(f"{r['stack']:<12}{r['tokens_per_s']:>12.1f}{r['step_s']:>10.3f}{r['useful_gflops']:>10.1f}"
+        lines.append(f"{r['stack']:<12}{r['tokens_per_s']:>12.1f}{r['step_s']:>10.3f}{r['first_step_s']:>12.3f}"
+                     f"{r['useful_gflops']:>10.1f}"
                      f"{r['useful_gflops'] / peak_gflops:>9.0%}  "
                      f"{r['peak_mem_bytes'] / 1e9:>24.3f}{r['loss_first']:>12.5f}{r['loss_last']:>12.5f}")
     if len(rows) == 2:
         ratio = ratios(rows)
-        lines.append(f"{'ours/ref':<12}{ratio['tokens_per_s']:>11.2f}x{'':>19}  {ratio['peak_mem']:>23.2f}x")
+        lines.append(f"{'ours/ref':<12}{ratio['tokens_per_s']:>11.2f}x{'':>31}  {ratio['peak_mem']:>23.2f}x")
     return "\n".join(lines)
 
 
@@ -347,6 +355,8 @@ def finite_or_fail(rows: list[dict]) -> None:
               help="nf4: 4-bit frozen projections (ours: trainer.qwen3.quant; reference: BitsAndBytesConfig).")
 @click.option("--grad-checkpoint/--no-grad-checkpoint", default=None,
               help="Recompute each layer during backward, in both stacks [default: on for CUDA, off on CPU].")
+@click.option("--compile/--no-compile", default=False,
+              help="torch.compile in both stacks (ours: the trainer's --compile); the warmup steps pay for it.")
 @click.option("--seed", default=0, help="Seed of the weights, the rows and LoRA A.")
 @click.option("--checkpoint", type=click.Path(exists=True, file_okay=False), default=None,
               help="Both stacks load this folder (made by make_random_checkpoint.py --shape SHAPE) "

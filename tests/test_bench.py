@@ -167,9 +167,9 @@ def test_bench_both_prints_both_rows_and_the_ratios():
 
 def bench_row(stack: str, tokens_per_s: float, peak_mem_bytes: int, useful_gflops: float) -> dict:
     return {"stack": stack, "shape": "tiny", "device": "cpu", "dtype": "float32", "quant": "none",
-            "batch_size": 4, "seq_len": 256, "grad_checkpoint": False, "steps": 5, "warmup": 2,
+            "batch_size": 4, "seq_len": 256, "grad_checkpoint": False, "compile": False, "steps": 5, "warmup": 2,
             "step_flops": 14_632_091_648, "mem_kind": "peak RSS", "tokens_per_s": tokens_per_s,
-            "step_s": 1024 / tokens_per_s, "useful_gflops": useful_gflops, "peak_mem_bytes": peak_mem_bytes,
+            "step_s": 1024 / tokens_per_s, "first_step_s": 3072 / tokens_per_s, "useful_gflops": useful_gflops, "peak_mem_bytes": peak_mem_bytes,
             "loss_first": 11.93215, "loss_last": 11.89917}
 
 
@@ -179,20 +179,23 @@ def test_table_shows_known_rows_and_their_ratios(bench):
     assert bench.ratios(rows) == {"tokens_per_s": 2.0, "peak_mem": 0.25}
     lines = bench.table(rows, 200.0).splitlines()
     assert "useful work 14.6 GFLOP a step" in lines[1] and "peak now: 200 GFLOPS" in lines[1]
-    assert lines[3].split() == ["ours", "2048.0", "0.500", "50.0", "25%", "0.500", "11.93215", "11.89917"]
-    assert lines[4].split() == ["reference", "1024.0", "1.000", "20.0", "10%", "2.000", "11.93215", "11.89917"]
+    assert "torch.compile off" in lines[0]
+    assert lines[3].split() == ["ours", "2048.0", "0.500", "1.500", "50.0", "25%", "0.500", "11.93215", "11.89917"]
+    assert lines[4].split() == ["reference", "1024.0", "1.000", "3.000", "20.0", "10%", "2.000", "11.93215", "11.89917"]
     assert lines[5].split() == ["ours/ref", "2.00x", "0.25x"]
 
 
 def test_timed_steps_reports_the_median_step_after_warmup(bench, monkeypatch):
-    """Warmup steps are untimed but their loss counts as the first; tokens/s comes from the median step."""
-    clock = iter([0.0, 4.0, 10.0, 11.0, 20.0, 22.0])  # timed steps of 4, 1 and 2 s: median 2, mean 2.33
+    """Warmup steps count only as the first step and the first loss; tokens/s comes from the median step."""
+    clock = iter([0.0, 7.0, 10.0, 14.0, 20.0, 21.0, 30.0, 32.0])  # warmup 7 s, then 4, 1 and 2 s: median 2
     monkeypatch.setattr(bench, "time", SimpleNamespace(perf_counter=lambda: next(clock)))
     losses = iter([5.0, 4.0, 3.0, 2.0])
     settings = bench.BenchSettings(shape="tiny", steps=3, warmup=1, batch_size=4, seq_len=256, device="cpu",
-                                   dtype="float32", quant="none", grad_checkpoint=False, seed=0, checkpoint=None)
+                                   dtype="float32", quant="none", grad_checkpoint=False, compile=False, seed=0,
+                                   checkpoint=None)
     result = bench.timed_steps(lambda: next(losses), settings, tokens_per_step=1000)
     assert (result["step_s_all"], result["step_s"], result["tokens_per_s"]) == ([4.0, 1.0, 2.0], 2.0, 500.0)
+    assert result["first_step_s"] == 7.0
     assert (result["loss_first"], result["loss_last"]) == (5.0, 2.0)
 
 

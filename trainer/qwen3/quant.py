@@ -49,7 +49,9 @@ class NF4Weight:
 
     def linear(self, x: Tensor) -> Tensor:
         """x [.., in] -> x @ W.T [.., out]; gradients flow to x, never to the frozen codes."""
-        return _bitsandbytes().matmul_4bit(x, self.packed.t(), quant_state=self.state)
+        import bitsandbytes  # already imported, quietly, by quantize_nf4; no logging here for --compile to trace
+
+        return bitsandbytes.matmul_4bit(x, self.packed.t(), quant_state=self.state)
 
     def dequantize(self) -> Tensor:
         """The dense weight [out, in] that the 4-bit codes stand for."""
