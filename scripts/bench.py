@@ -14,7 +14,10 @@ pays for the other's imports, allocator state or peak memory. Both see:
   overwritten by ours, so the two runs should report the same losses step for step;
 - AdamW (no weight decay) and gradient clipping at 1.0;
 - activation checkpointing on or off for both (`--grad-checkpoint`; by default as the trainer
-  runs: on for CUDA, off on CPU; transformers through gradient_checkpointing_enable).
+  runs: on for CUDA, off on CPU; transformers through gradient_checkpointing_enable);
+- torch.compile on or off for both (`--compile`: ours as the trainer's --compile does it, theirs
+  torch.compile of the peft model); the warmup steps pay for compiling, and the first step's time
+  is reported apart.
 Time is counted after --warmup steps; tokens/s is real tokens per second of the median step.
 Beside it, the useful GFLOPS of that step (trainer.qwen3.flops counts them from the shapes) and, in
 the same run, this machine's matmul peak in the same dtype, so every figure has a share of the
