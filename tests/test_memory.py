@@ -66,7 +66,7 @@ def test_lora_dropout_made_again_in_backward_gives_the_same_gradients():
     a_name, b_name = lora_names(name)
     w, source = torch.randn(6, 8), torch.randn(2, 5, 8, requires_grad=True)
     a, b = torch.randn(4, 8, requires_grad=True), torch.randn(6, 4, requires_grad=True)
-    lora = LoraAdapter({a_name: a, b_name: b}, scale=0.5, dropout=0.3, training=True, row_seeds=(7, 8))
+    lora = LoraAdapter({a_name: a, b_name: b}, scale=0.5, dropout=0.3, training=True, row_seeds=torch.tensor([7, 8]))
     grad = torch.randn(2, 5, 6)
 
     def gradients(lora: LoraAdapter) -> tuple[torch.Tensor, ...]:

@@ -131,10 +131,10 @@ def test_row_dropout_masks_follow_the_row_seed_not_the_batch():
     """A row's mask comes from its seed and the weight's name alone: the same in any batch order,
     beside any other rows, padded to any length (CPU), and different for another weight."""
     x = torch.ones(3, 6, 40)
-    seeds = (11, 22, 33)
+    seeds = torch.tensor([11, 22, 33])
     out = row_dropout(x, 0.25, seeds, "q")
-    assert torch.equal(row_dropout(x[[2, 0]], 0.25, (33, 11), "q"), out[[2, 0]])
-    padded = row_dropout(torch.ones(1, 9, 40), 0.25, (22,), "q")
+    assert torch.equal(row_dropout(x[[2, 0]], 0.25, torch.tensor([33, 11]), "q"), out[[2, 0]])
+    padded = row_dropout(torch.ones(1, 9, 40), 0.25, torch.tensor([22]), "q")
     assert torch.equal(padded[0, :6], out[1])
     assert not torch.equal(row_dropout(x, 0.25, seeds, "k"), out)
     assert torch.equal(out.unique(), torch.tensor([0.0, 1 / 0.75]))  # dropped, or kept and scaled by 1 / (1 - p)

@@ -362,9 +362,11 @@ def test_training_keeps_no_copy_of_the_adapters_inputs(monkeypatch):
         kept[dropout] = kept_storages(loss, batch, monkeypatch)
     widest = [shape for shape, _ in kept[0.0].values() if len(shape) == 3 and shape[-1] == SMALL.intermediate_size]
     assert len(widest) == 2 * SMALL.num_hidden_layers
-    numbers = {dropout: sorted(shape for shape, dtype in found.values() if dtype != torch.bool)
+    numbers = {dropout: sorted(shape for shape, dtype in found.values() if dtype.is_floating_point)
                for dropout, found in kept.items()}
-    assert numbers[0.3] == numbers[0.0]  # dropout keeps only its masks, one bool per input element
+    assert numbers[0.3] == numbers[0.0]  # dropout keeps only its masks, one bool per input element,
+    seeds = [shape for shape, dtype in kept[0.3].values() if dtype == torch.int64]
+    assert seeds == [(4,)]  # and, in the recipes that redraw them, the batch's one seed per row
     masks = [shape for shape, dtype in kept[0.3].values() if dtype == torch.bool]
     # one per projection, but layer 0's q, k and v, whose input (the frozen embedding, normed) needs no gradient
     assert len(masks) == 7 * SMALL.num_hidden_layers - 3

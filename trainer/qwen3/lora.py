@@ -95,9 +95,12 @@ def make_adapter(tensors: dict[str, Tensor], settings: LoraSettings, training: b
     """The forward-pass view. For inference the tensors are cast to the compute dtype once. While
     training the float32 masters go in as they are (they keep the grads) and `model.linear` casts
     each where it is used, so with activation checkpointing only the layer being recomputed holds
-    a compute-dtype copy, not every layer's for the whole step. row_seeds: the batch's dropout seeds."""
+    a compute-dtype copy, not every layer's for the whole step. row_seeds: the batch's dropout seeds,
+    made a tensor here, outside any compiled forward, so that a new step's seeds are new data to
+    it, not new constants to compile again for."""
     view = tensors if training else {name: t.to(dtype) for name, t in tensors.items()}
-    return LoraAdapter(view, settings.scale, settings.dropout if training else 0.0, training, row_seeds)
+    seeds = torch.tensor(row_seeds, dtype=torch.int64)  # [B]
+    return LoraAdapter(view, settings.scale, settings.dropout if training else 0.0, training, seeds)
 
 
 def merged_weight(name: str, weight: Tensor, tensors: dict[str, Tensor], scale: float) -> Tensor:

@@ -15,9 +15,8 @@ kept between forward and backward, never a value.
 """
 
 import hashlib
-from collections.abc import Sequence
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Protocol
 
@@ -53,7 +52,8 @@ class LoraAdapter:
     scale: float  # alpha / r
     dropout: float  # dropout probability on the adapter's input
     training: bool  # dropout is applied only while training
-    row_seeds: tuple[int, ...] = ()  # while training with dropout: one seed per batch row (see row_dropout)
+    # while training with dropout: int64 [B], one seed per batch row (row_dropout)
+    row_seeds: Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.int64))
 
 
 @dataclass(frozen=True)
@@ -77,8 +77,24 @@ def stable_seed(*parts: object) -> int:
     return int.from_bytes(digest[:8], "little") >> 1  # torch seeds must fit in a signed 64-bit int
 
 
+@torch.library.custom_op("qwen3_trainer::row_keep_mask", mutates_args=())
+def row_keep_mask(row_seeds: Tensor, name: str, like: Tensor, p: float) -> Tensor:
+    """keep [B, T, in] bool for dropout on `like` [B, T, in]: row b's from (row_seeds[b], name) alone.
+
+    An operator of its own: under --compile the graph calls it as it is, since a generator seeded
+    inside it cannot be traced, instead of breaking at every adapted projection.
+    """
+    return torch.stack([torch.rand(like.shape[1:], device=like.device, generator=torch.Generator(like.device)
+                                   .manual_seed(stable_seed(seed, name))) >= p for seed in row_seeds.tolist()])
+
+
+@row_keep_mask.register_fake
+def _(row_seeds: Tensor, name: str, like: Tensor, p: float) -> Tensor:
+    return torch.empty_like(like, dtype=torch.bool)
+
+
 @rebuildable
-def row_dropout(x: Tensor, p: float, row_seeds: Sequence[int], name: str) -> Tensor:
+def row_dropout(x: Tensor, p: float, row_seeds: Tensor, name: str) -> Tensor:
     """Dropout on x [B, T, in] whose mask for row b is drawn from (row_seeds[b], name) alone.
 
     The training loop makes a row's seed from (seed, step, the row's place in the step's global
@@ -87,11 +103,9 @@ def row_dropout(x: Tensor, p: float, row_seeds: Sequence[int], name: str) -> Ten
     On CPU a row's mask does not depend on how far the batch is padded; CUDA's generator lays its
     numbers out by tensor size, so there a row padded to another length gets another mask.
     """
-    if len(row_seeds) != x.shape[0]:
-        raise ValueError(f"LoRA dropout needs one seed per row: got {len(row_seeds)} for {x.shape[0]} rows")
-    keep = torch.stack([torch.rand(x.shape[1:], generator=torch.Generator(x.device).manual_seed(stable_seed(seed, name)),
-                                   device=x.device) >= p for seed in row_seeds])  # [B, T, in] bool
-    return x * keep / (1 - p)
+    if row_seeds.shape != x.shape[:1]:
+        raise ValueError(f"LoRA dropout needs one seed per row: got {row_seeds.numel()} for {x.shape[0]} rows")
+    return x * row_keep_mask(row_seeds, name, x.detach(), p) / (1 - p)
 
 
 def linear(x: Tensor, weights: Weights, name: str, lora: LoraAdapter | None = None) -> Tensor:
