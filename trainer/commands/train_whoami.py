@@ -55,7 +55,7 @@ def choice(field: str) -> click.Choice:
               help="Recompute each layer during backward to save memory [default: on for CUDA, off on CPU].")
 @click.option("--compile/--no-compile", default=False,
               help="torch.compile each micro-batch's forward and backward: each new row length compiles first "
-                   "(minutes at real sizes on CPU, for a few percent per step there; README).")
+                   "(minutes at real sizes on CPU, for 10-20% per step there; README).")
 @click.option("--pack/--no-pack", default=False, help="Pack several examples per row up to --seq-len.")
 @click.option("--save-every", type=ZERO_OR_MORE, default=0, help="Write OUT/checkpoints/step-N every N steps (0 = never).")
 @click.option("--keep-checkpoints", type=ZERO_OR_MORE, default=2, help="How many of the newest checkpoints to keep (0 = keep all).")
