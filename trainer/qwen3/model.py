@@ -181,7 +181,6 @@ def attention_allowed(key_segments: Tensor, query_len: int) -> Tensor:
     return (causal & (same_example | (key_pos == query_pos)))[:, None]  # [B, 1, T, S]
 
 
-@torch.compiler.disable  # a Python bool that picks the graph: under --compile it stays Python (one graph break)
 def causal_alone_suffices(attention_mask: Tensor, past_len: int) -> bool:
     """True when a plain causal mask gives every real token exactly the keys it may see:
     no cache, and each row [B, T] of 0/1 is one example whose padding, if any, is at its end.
