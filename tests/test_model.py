@@ -1,6 +1,8 @@
 """The forward pass: hand-computed unit values, then logit parity with transformers' Qwen3."""
 
 import math
+import subprocess
+import sys
 from dataclasses import dataclass
 
 import pytest
@@ -119,6 +121,24 @@ def test_linear_dense_packed_and_lora():
     assert torch.allclose(linear(x, {name: w}, name, lora), x @ w.T + x @ a.T @ b.T * 0.5, atol=1e-6)
     other = "model.layers.0.mlp.gate_proj.weight"  # no adapter for this module
     assert torch.allclose(linear(x, {other: w}, other, lora), x @ w.T)
+
+
+def test_a_training_forward_with_dropout_leaves_the_compiler_unimported():
+    """torch._dynamo takes about 0.9 s to import: a process that trains eagerly must not pay it, not
+    for the dropout operator (torch.library's custom_op imports it on first call) nor for anything else."""
+    code = """
+import sys, torch
+from trainer.qwen3.model import LoraAdapter, linear, lora_names
+name = "model.layers.0.mlp.up_proj.weight"
+a_name, b_name = lora_names(name)
+a, b = torch.randn(4, 8, requires_grad=True), torch.randn(6, 4, requires_grad=True)
+lora = LoraAdapter({a_name: a, b_name: b}, scale=0.5, dropout=0.3, training=True, row_seeds=torch.tensor([7, 8]))
+linear(torch.randn(2, 5, 8), {name: torch.randn(6, 8)}, name, lora).sum().backward()
+print(a.grad.abs().sum() > 0, "torch._dynamo" in sys.modules)
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["tensor(True)", "False"]
 
 
 def test_stable_seed_is_a_fixed_63_bit_number_of_its_parts():

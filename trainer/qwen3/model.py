@@ -77,20 +77,23 @@ def stable_seed(*parts: object) -> int:
     return int.from_bytes(digest[:8], "little") >> 1  # torch seeds must fit in a signed 64-bit int
 
 
-@torch.library.custom_op("qwen3_trainer::row_keep_mask", mutates_args=())
-def row_keep_mask(row_seeds: Tensor, name: str, like: Tensor, p: float) -> Tensor:
-    """keep [B, T, in] bool for dropout on `like` [B, T, in]: row b's from (row_seeds[b], name) alone.
+# The row-seeded dropout mask is an operator of its own, so that under --compile the graph calls it
+# as it is (a generator seeded inside it cannot be traced) instead of breaking at every adapted
+# projection. Defined with torch.library's plain Library: custom_op would import the compiler on
+# its first call, 0.9 s in every training process.
+OPERATORS = torch.library.Library("qwen3_trainer", "DEF")
+OPERATORS.define("row_keep_mask(Tensor row_seeds, str name, Tensor like, float p) -> Tensor")
 
-    An operator of its own: under --compile the graph calls it as it is, since a generator seeded
-    inside it cannot be traced, instead of breaking at every adapted projection.
-    """
+
+def row_keep_mask(row_seeds: Tensor, name: str, like: Tensor, p: float) -> Tensor:
+    """keep [B, T, in] bool for dropout on `like` [B, T, in]: row b's from (row_seeds[b], name) alone."""
     return torch.stack([torch.rand(like.shape[1:], device=like.device, generator=torch.Generator(like.device)
                                    .manual_seed(stable_seed(seed, name))) >= p for seed in row_seeds.tolist()])
 
 
-@row_keep_mask.register_fake
-def _(row_seeds: Tensor, name: str, like: Tensor, p: float) -> Tensor:
-    return torch.empty_like(like, dtype=torch.bool)
+OPERATORS.impl("row_keep_mask", row_keep_mask, "CompositeExplicitAutograd")
+torch.library.register_fake("qwen3_trainer::row_keep_mask", lib=OPERATORS)(
+    lambda row_seeds, name, like, p: torch.empty_like(like, dtype=torch.bool))  # its shape, for the compiler
 
 
 @rebuildable
@@ -105,7 +108,7 @@ def row_dropout(x: Tensor, p: float, row_seeds: Tensor, name: str) -> Tensor:
     """
     if row_seeds.shape != x.shape[:1]:
         raise ValueError(f"LoRA dropout needs one seed per row: got {row_seeds.numel()} for {x.shape[0]} rows")
-    return x * row_keep_mask(row_seeds, name, x.detach(), p) / (1 - p)
+    return x * torch.ops.qwen3_trainer.row_keep_mask(row_seeds, name, x.detach(), p) / (1 - p)
 
 
 def linear(x: Tensor, weights: Weights, name: str, lora: LoraAdapter | None = None) -> Tensor:
