@@ -41,7 +41,7 @@ import torch
 from torch import Tensor
 
 from make_random_checkpoint import SHAPES, make_random_checkpoint, random_tensor
-from measure import DTYPES, PEAK_SIZE, matmul_peak_gflops, peak_memory, synchronize
+from measure import DTYPES, PEAK_SIZE, matmul_peak_gflops, peak_memory, require_device, synchronize
 from trainer.cli import DTYPE_CHOICES, DTYPE_HELP, user_errors_as_messages
 from trainer.errors import TrainerError
 from trainer.job.loading import dtype_line, resolve_dtype
@@ -244,8 +244,7 @@ def run_reference(config: Qwen3Config, settings: BenchSettings) -> dict:
 
 
 def check_runnable(settings: BenchSettings) -> None:
-    if settings.device == "cuda" and not torch.cuda.is_available():
-        raise TrainerError("--device cuda: no CUDA device is visible to torch")
+    require_device(settings.device)
     if settings.shape == "4b" and settings.device == "cpu":
         raise TrainerError("--shape 4b trains only with --device cuda (each stack would need 16 GB of float32 "
                            "weights and minutes per step on CPU); measure loading instead: "

@@ -16,9 +16,8 @@ import click
 import torch
 from torch import Tensor
 
-from measure import DTYPES, synchronize
+from measure import DTYPES, require_device, synchronize
 from trainer.cli import DTYPE_CHOICES, DTYPE_HELP, user_errors_as_messages
-from trainer.errors import TrainerError
 from trainer.job.stages import peak_rss_bytes
 from trainer.job.loading import dtype_line, resolve_dtype
 from trainer.qwen3.config import load_config
@@ -75,8 +74,7 @@ def load_report(r: dict) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON line instead of the report.")
 @user_errors_as_messages
 def main(model_dir: Path, device: str, dtype: str, quant: str, as_json: bool) -> None:
-    if device == "cuda" and not torch.cuda.is_available():
-        raise TrainerError("--device cuda: no CUDA device is visible to torch")
+    require_device(device)
     dtype, why = resolve_dtype(dtype, device)
     if not as_json:
         click.echo(dtype_line(dtype, why), err=True)

@@ -6,10 +6,17 @@ import time
 
 import torch
 
+from trainer.errors import TrainerError
 from trainer.job.stages import peak_rss_bytes
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 PEAK_SIZE = 2048  # the square matmul that measures the machine's limit
+
+
+def require_device(device: str) -> None:
+    """Refuse --device cuda in one line where torch sees no GPU, before anything is measured."""
+    if device == "cuda" and not torch.cuda.is_available():
+        raise TrainerError("--device cuda: no CUDA device is visible to torch")
 
 
 def peak_memory(device: str) -> tuple[int, str]:
